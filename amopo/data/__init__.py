@@ -1,0 +1,1 @@
+"""Preference data: readers, validation, pair building, dimension prompts, tokenisation."""
