@@ -1,0 +1,65 @@
+"""Held-out preference accuracy.
+
+For each pair and each prompt variant v (the plain prompt, and each dimension-conditioned prompt
+x*_k), the model ranks the pair correctly when ā(y_w | v) > ā(y_l | v), with ā the mean response-token
+log-probability. Reported: accuracy and mean margin ā_w − ā_l per variant, and their mean over the
+conditioned variants.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from amopo.objectives import average_logprob, response_token_stats
+from amopo.train.batching import pad_sequences
+
+
+def _variants(row: dict) -> list[list[int]]:
+    return [row["plain_prompt_ids"], *row["prompt_ids"]]
+
+
+@torch.no_grad()
+def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], *, pad_id: int, device,
+                        batch_size: int = 4, accelerator=None, progress: bool = False) -> dict[str, float]:
+    """Accuracy and margin per prompt variant; rows are sharded across processes when
+    ``accelerator`` is given, and the counts summed."""
+    names = ["plain", *dimensions]
+    v = len(names)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    mine = list(rows)[rank::world]
+    correct = torch.zeros(v, device=device)
+    margin = torch.zeros(v, device=device)
+    count = torch.zeros(1, device=device)
+    was_training = model.training
+    model.eval()
+    starts = range(0, len(mine), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="held-out preference accuracy", unit="batch", leave=False)
+    for start in starts:
+        chunk = mine[start:start + batch_size]
+        seqs = [(p, r["chosen_ids"]) for r in chunk for p in _variants(r)]
+        seqs += [(p, r["rejected_ids"]) for r in chunk for p in _variants(r)]
+        batch = {k: t.to(device) for k, t in pad_sequences(seqs, pad_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        avg = average_logprob(response_token_stats(logits, batch["labels"])).float()
+        n = len(chunk)
+        diff = (avg[: n * v] - avg[n * v:]).view(n, v)
+        correct += (diff > 0).float().sum(0)
+        margin += diff.sum(0)
+        count += n
+    if was_training:
+        model.train()
+    if accelerator is not None and world > 1:
+        correct, margin, count = (accelerator.reduce(t, reduction="sum") for t in (correct, margin, count))
+    total = max(count.item(), 1.0)
+    out = {}
+    for i, name in enumerate(names):
+        out[f"accuracy/{name}"] = correct[i].item() / total
+        out[f"margin/{name}"] = margin[i].item() / total
+    if dimensions:
+        out["accuracy/mean_dimensions"] = sum(out[f"accuracy/{d}"] for d in dimensions) / len(dimensions)
+    out["pairs"] = count.item()
+    return out

@@ -1,0 +1,1 @@
+"""The trainer: config, data order, objective step, checkpoints, loop."""

@@ -1,0 +1,117 @@
+"""One micro-batch: forward the 2·K sequences, apply the objective, return per-example losses.
+
+Per-example losses (not a mean) let the loop scale by the exact number of pairs in the optimizer
+step, so gradient accumulation and data parallelism give the same update as one big batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from amopo.objectives import (
+    adaptive_weights,
+    amopo_loss,
+    average_logprob,
+    dpo_loss,
+    example_noise,
+    modpo_loss,
+    response_token_stats,
+    sft_loss,
+    simpo_loss,
+)
+from amopo.train.batching import collate
+from amopo.train.config import TrainConfig
+
+
+def sequence_stats(model, batch: dict[str, torch.Tensor]):
+    """SeqStats of the response tokens of every sequence in ``batch``."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    return response_token_stats(out.logits, batch["labels"])
+
+
+def _split(t: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2·B·K] → chosen [B, K], rejected [B, K]."""
+    return t[: b * k].view(b, k), t[b * k:].view(b, k)
+
+
+def _margin_scores(rows: Sequence[dict], dimensions: Sequence[str], dimension: str | None):
+    """MODPO margin inputs: reward_score when present, else the chosen dimension's rating."""
+    if dimension is not None and dimension not in dimensions:
+        raise ValueError(f"modpo_dimension '{dimension}' is not among the data's dimensions {list(dimensions)}")
+    out_w, out_l = [], []
+    for row in rows:
+        rw, rl = row["chosen_reward"], row["rejected_reward"]
+        if math.isnan(rw) or math.isnan(rl):
+            idx = dimensions.index(dimension) if dimension else next(
+                (i for i, s in enumerate(row["chosen_scores"]) if not math.isnan(s)), None)
+            if idx is None:
+                rw = rl = 0.0
+            else:
+                rw, rl = row["chosen_scores"][idx], row["rejected_scores"][idx]
+        out_w.append(rw)
+        out_l.append(rl)
+    return torch.tensor(out_w), torch.tensor(out_l)
+
+
+def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Sequence[str], epoch: int,
+               pad_id: int, device,
+               reference_stats: Callable | None = None) -> tuple[torch.Tensor, dict[str, float], int]:
+    """Return (per-example losses [B] with grad, metric sums over the B examples, logical tokens).
+
+    ``reference_stats(batch) -> SeqStats`` gives the frozen reference's statistics (dpo/modpo only).
+    """
+    b = len(rows)
+    k = len(dimensions) if cfg.conditioned else 1
+    batch = {n: t.to(device) for n, t in collate(rows, cfg.conditioned, pad_id).items()}
+    stats = sequence_stats(model, batch)
+    beta = cfg.effective_beta
+    sums: dict[str, float] = {}
+
+    logp_w, logp_l = _split(stats.logp_sum, b, k)
+    avg = average_logprob(stats)
+    avg_w, avg_l = _split(avg, b, k)
+
+    if cfg.loss in ("amopo", "simpo"):
+        if cfg.loss == "amopo":
+            mu_w, mu_l = _split(stats.prob_mean, b, k)
+            sd_w, sd_l = _split(stats.prob_std, b, k)
+            noise = example_noise([r["id"] for r in rows], k, seed=cfg.seed, epoch=epoch).to(device)
+            alpha = adaptive_weights(cfg.weighting, mu_w=mu_w, sd_w=sd_w, mu_l=mu_l, sd_l=sd_l, noise=noise,
+                                     flatten=cfg.flatten_softmax)
+            per_example, per_dim = amopo_loss(avg_w, avg_l, alpha, beta=beta, gamma=cfg.gamma)
+            for i, name in enumerate(dimensions):
+                sums[f"loss/{name}"] = per_dim[:, i].detach().sum().item()
+                sums[f"alpha/{name}"] = alpha[:, i].sum().item()
+        else:
+            per_example = simpo_loss(avg_w[:, 0], avg_l[:, 0], beta=beta, gamma=cfg.gamma)
+        reward_w, reward_l = beta * avg_w.detach(), beta * avg_l.detach()
+    else:
+        if reference_stats is None:
+            raise ValueError(f"loss '{cfg.loss}' needs a reference model")
+        with torch.no_grad():
+            ref_stats = reference_stats(batch)
+        ref_w, ref_l = _split(ref_stats.logp_sum, b, k)
+        if cfg.loss == "dpo":
+            per_example = dpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], beta=beta)
+        else:
+            rw, rl = _margin_scores(rows, dimensions, cfg.modpo_dimension)
+            per_example = modpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], rw.to(device),
+                                     rl.to(device), beta=beta, weight=cfg.modpo_weight)
+        reward_w = beta * (logp_w - ref_w).detach()
+        reward_l = beta * (logp_l - ref_l).detach()
+
+    if cfg.sft_weight:
+        per_example = per_example + cfg.sft_weight * sft_loss(avg_w.mean(dim=1))
+
+    names = list(dimensions) if cfg.conditioned else ["plain"]
+    for i, name in enumerate(names):
+        margin = reward_w[:, i] - reward_l[:, i]
+        sums[f"rewards/chosen/{name}"] = reward_w[:, i].sum().item()
+        sums[f"rewards/rejected/{name}"] = reward_l[:, i].sum().item()
+        sums[f"margin/{name}"] = margin.sum().item()
+        sums[f"accuracy/{name}"] = (margin > 0).float().sum().item()
+    sums["loss"] = per_example.detach().sum().item()
+    return per_example, sums, int(batch["num_tokens"].item())
