@@ -1,0 +1,5 @@
+import sys
+
+from amopo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The config system: defaults < YAML < flags, type checks, unknown keys, CLI wiring."""
+
+import argparse
+
+import pytest
+
+from amopo import config as config_lib
+from amopo.errors import ConfigError
+from amopo.train.config import TrainConfig
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    config_lib.add_arguments(parser, TrainConfig)
+    args = parser.parse_args(argv)
+    return config_lib.resolve(TrainConfig, args.config, {k: v for k, v in vars(args).items() if k != "config"})
+
+
+def test_defaults_match_the_method_spec():
+    cfg = TrainConfig()
+    assert (cfg.loss, cfg.effective_beta, cfg.gamma, cfg.weighting) == ("amopo", 0.8, 2.0, "gaussian")
+    assert (cfg.lr, cfg.max_grad_norm, cfg.warmup_ratio, cfg.max_length) == (3e-7, 3.0, 0.1, 1024)
+    assert TrainConfig(loss="dpo").effective_beta == 0.1
+
+
+def test_yaml_then_flags_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1.0e-5\nbatch_size: 4\nlora: true\nlora_target_modules: [q_proj, v_proj]\n")
+    cfg = _parse(["--config", str(path), "--batch-size", "2", "--no-lora"])
+    assert cfg.lr == 1e-5 and cfg.batch_size == 2 and cfg.lora is False
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"]
+    assert _parse(["--lora-target-modules", "a", "b"]).lora_target_modules == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("lr: fast\n", "option 'lr': expected a number"),
+    ("batch_size: 1.5\n", "option 'batch_size': expected an integer"),
+    ("lora: maybe\n", "option 'lora': expected true/false"),
+    ("learning_rate: 1\n", "unknown option(s) learning_rate"),
+    ("- 1\n- 2\n", "expected a mapping"),
+    ("lr: [\n", "not valid YAML"),
+    ("loss: ppo\n", "loss 'ppo' is not one of"),
+    ("batch_size: 0\n", "batch_size must be >= 1"),
+])
+def test_bad_yaml_names_file_and_option(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        _parse(["--config", str(path)])
+    assert needle in str(err.value)
+    if "not one of" not in needle and "must be" not in needle:
+        assert str(path) in str(err.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        _parse(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_dump_round_trips():
+    cfg = TrainConfig(loss="modpo", modpo_weight=0.3, lora=True)
+    again = config_lib.from_dict(TrainConfig, __import__("yaml").safe_load(config_lib.dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_shipped_accelerate_configs_parse():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    files = sorted((Path(__file__).parents[1] / "configs" / "accelerate").glob("*.yaml"))
+    kinds = {f.stem: str(ClusterConfig.from_yaml_file(str(f)).distributed_type) for f in files}
+    assert kinds == {"single_gpu": "DistributedType.NO", "multi_gpu_fsdp": "DistributedType.FSDP",
+                     "deepspeed_zero3": "DistributedType.DEEPSPEED", "multi_node_fsdp": "DistributedType.FSDP"}
+
+
+def test_quickstart_config_is_a_valid_train_config():
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+    cfg = config_lib.resolve(TrainConfig, path)
+    assert cfg.loss == "amopo" and cfg.max_steps > 0
