@@ -42,8 +42,6 @@ def _load_splits(cfg: TrainConfig, tokenizer, accelerator):
     from amopo.data.tokenize import load_tokenized
 
     data = Path(cfg.data)
-    if not (data / "prepare.json").is_file():
-        raise ConfigError(f"{data}: not a prepared data folder (no prepare.json); run `amopo prepare` first")
     show = cfg.progress and accelerator.is_main_process
     # Rank 0 tokenises into the cache; the others then read it.
     with accelerator.main_process_first():
@@ -117,6 +115,8 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
+    if not (Path(cfg.data) / "prepare.json").is_file():
+        raise ConfigError(f"{cfg.data}: not a prepared data folder (no prepare.json); run `amopo prepare` first")
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
     set_seed(cfg.seed)
     out = Path(cfg.output)

@@ -1,0 +1,282 @@
+"""The ``prepare`` step: read a preference source, validate it, build pairs, split train/eval, and
+write normalised AMoPO records plus a manifest; optionally tokenise for a model into the cache.
+
+Output folder::
+
+    train.jsonl, eval.jsonl   normalised AMoPO records
+    prepare.json              manifest: source, format, dimensions with scales, counts,
+                              invalid-record report, truncation report (when tokenised), config
+    tokenized/<key>/          token cache (only when ``model`` is given; see amopo.data.tokenize)
+
+Everything is built in a sibling temp folder and renamed into place at the end, so the output is
+either the previous one or the new one, never a mix; on any error nothing is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from amopo.config import field
+from amopo.data.dimensions import DEFAULT_DIMENSIONS, Dimension, registry, resolve_dimensions
+from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
+from amopo.data.prompts import SCORE_SOURCES
+from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, ensure_some, is_hub_name, read_amopo,
+                                require_scores, write_amopo)
+from amopo.data.tokenize import DEFAULT_MAX_LENGTH, MANIFEST_FILE, SPLITS, load_tokenized
+from amopo.data.ultrafeedback import REJECTED_RULES, read_ultrafeedback
+from amopo.errors import ConfigError, DataError
+
+FORMATS = ("amopo", "helpsteer2", "ultrafeedback")
+SAMPLE = "sample"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class PrepareConfig:
+    input: str = field(SAMPLE, help="Preference data: a .jsonl/.jsonl.gz/.parquet file, a hub dataset "
+                                    "'owner/name[:split]' (helpsteer2/ultrafeedback formats), or 'sample' for "
+                                    "the data shipped with amopo")
+    eval_input: str | None = field(None, help="Evaluation data in the same format; when unset, an "
+                                              "eval_fraction of the input is held out ('sample': its test split)")
+    output: str = field("prepared", help="Output folder (replaced atomically if it holds a previous prepare "
+                                         "output; any other non-empty folder is refused)")
+    format: str = field("amopo", help="Input format: amopo (prompt/chosen/rejected records), helpsteer2 "
+                                      "(raw rows, pairs built) or ultrafeedback (completions, pairs built)")
+    dimensions: list[str] = field(default_factory=lambda: list(DEFAULT_DIMENSIONS),
+                                  help="Preference dimensions, in order; 'overall' is holistic (no score)")
+    model: str | None = field(None, help="Model name or folder: also tokenise now into the cache with its "
+                                         "tokenizer")
+    max_length: int = field(DEFAULT_MAX_LENGTH, help="Token budget of prompt + response when tokenising")
+    accumulate_prefixes: bool = field(False, help="Parity with the authors' released preprocessing: the "
+                                                  "prefix of dimension k repeats those of dimensions 1..k")
+    eval_fraction: float = field(0.1, help="Share of prompts held out for eval when no eval_input (split by "
+                                           "a hash of the prompt, so equal prompts stay on one side)")
+    seed: int = field(0, help="Seed of the eval split hash and of uf_rejected=random")
+    skip_invalid: bool = field(False, help="Drop invalid records (counted by reason) instead of stopping at "
+                                           "the first one")
+    max_chars: int = field(DEFAULT_MAX_CHARS, help="Longest prompt or response accepted, in characters")
+    tie_rule: str = field("sum-others", help="HelpSteer2 helpfulness ties: sum-others (higher sum of the "
+                                             "other attributes wins; full ties dropped) or drop")
+    uf_rejected: str = field("lowest", help="UltraFeedback rejected response: lowest mean rating, or random "
+                                            "(seeded) among those rated below the chosen one")
+    score_source: str = field("chosen", help="Score shown in a dimension's prompt: chosen (the chosen "
+                                             "response's score, the AMoPO recipe) or scale-max (top of the scale)")
+    max_records: int | None = field(None, help="Keep at most this many pairs from each source")
+
+    def validate(self) -> None:
+        choices = {"format": FORMATS, "tie_rule": TIE_RULES, "uf_rejected": REJECTED_RULES,
+                   "score_source": SCORE_SOURCES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"option '{name}': expected one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        if not self.dimensions:
+            raise ConfigError("option 'dimensions': at least one dimension is needed")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"option 'eval_fraction': expected 0 <= x < 1, got {self.eval_fraction}")
+        for name in ("max_length", "max_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"option '{name}': expected a positive integer, got {getattr(self, name)}")
+        if self.max_records is not None and self.max_records < 1:
+            raise ConfigError(f"option 'max_records': expected a positive integer, got {self.max_records}")
+        if self.input == SAMPLE and self.format != "amopo":
+            raise ConfigError("option 'format': the shipped sample data is in the amopo format")
+        if not str(self.output).strip():
+            raise ConfigError("option 'output': an output folder is needed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def _sources(cfg: PrepareConfig) -> tuple[str, str | None]:
+    if cfg.input == SAMPLE:
+        from amopo.sample_data import sample_path
+
+        return str(sample_path("train")), cfg.eval_input or str(sample_path("test"))
+    return cfg.input, cfg.eval_input
+
+
+def read_source(source: str, cfg: PrepareConfig) -> ReadResult:
+    """Pairs from one source in ``cfg.format`` (validated; invalid ones raise or are counted)."""
+    common = dict(skip_invalid=cfg.skip_invalid, max_chars=cfg.max_chars, max_records=cfg.max_records)
+    if cfg.format == "helpsteer2":
+        return read_helpsteer2(source, tie_rule=cfg.tie_rule, **common)
+    if cfg.format == "ultrafeedback":
+        return read_ultrafeedback(source, uf_rejected=cfg.uf_rejected, seed=cfg.seed, **common)
+    if is_hub_name(source):
+        raise ConfigError(f"{source}: hub datasets are read for the helpsteer2 and ultrafeedback formats; "
+                          "give amopo records as a local .jsonl file")
+    return read_amopo(source, **common)
+
+
+def in_eval_split(prompt: str, fraction: float, seed: int) -> bool:
+    """Deterministic held-out membership from a hash of (seed, prompt)."""
+    digest = hashlib.sha256(f"{seed}\0{prompt}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folder
+
+
+def _is_previous_output(path: Path) -> bool:
+    return (path / MANIFEST_FILE).is_file()
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output path that is a file or a non-empty folder not written by ``prepare``."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ConfigError(f"{path}: output exists and is not a folder; refusing to replace it")
+    if path.is_dir() and any(path.iterdir()) and not _is_previous_output(path):
+        raise ConfigError(f"{path}: output folder is not empty and holds no previous prepare output "
+                          f"({MANIFEST_FILE}); refusing to replace it")
+
+
+def _replace_folder(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; a previous output is swapped out first and deleted after."""
+    check_output(out)
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_tokenizer(name_or_path: str):
+    from amopo.models import load_tokenizer
+
+    return load_tokenizer(name_or_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def _describe(dim: Dimension) -> str:
+    if not dim.scored:
+        return f"{dim.name} (holistic)"
+    return f"{dim.name} {dim.low:g}-{dim.high:g}" + (" (scale inferred)" if dim.inferred else "")
+
+
+def _summary(manifest: dict, out: Path) -> list[str]:
+    counts = manifest["counts"]
+    lines = [f"prepared {counts['train']} train / {counts['eval']} eval pairs from {manifest['source']['input']} "
+             f"(format {manifest['source']['format']}) -> {out}",
+             "dimensions: " + ", ".join(_describe(Dimension.from_json(d)) for d in manifest["dimensions"])]
+    invalid = manifest["invalid"]
+    if invalid["skipped"]:
+        reasons = ", ".join(f"{k}={v}" for k, v in invalid["by_reason"].items())
+        lines.append(f"skipped {invalid['skipped']} invalid records: {reasons}")
+    for name, stats in manifest["build"].items():
+        if stats.get("ties_dropped") or stats.get("unpaired_rows"):
+            lines.append(f"{name}: {stats.get('ties_dropped', 0)} tied pairs dropped, "
+                         f"{stats.get('unpaired_rows', 0)} unpaired rows")
+    tok = manifest.get("tokenized")
+    if tok:
+        for split in SPLITS:
+            r = tok["splits"][split]
+            lines.append(f"tokenised {split} for {tok['model']} (max_length {tok['max_length']}): {r['kept']} kept, "
+                         f"{r['truncated_prompts']} prompts cut, {r['truncated_responses']} responses cut, "
+                         f"{r['dropped']} dropped")
+    return lines
+
+
+def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -> dict:
+    """Run the prepare step and return its manifest (also written as ``prepare.json``).
+
+    Raises DataError (file, line, field) on bad input unless ``cfg.skip_invalid``, ConfigError on a
+    bad option or an output folder it must not replace; in both cases nothing is written.
+    """
+    cfg.validate()
+    out = Path(cfg.output).expanduser()
+    check_output(out)
+    train_src, eval_src = _sources(cfg)
+
+    report = SkipReport()
+    train = read_source(train_src, cfg)
+    report.merge(train.skipped)
+    held_out = read_source(eval_src, cfg) if eval_src else None
+    if held_out:
+        report.merge(held_out.skipped)
+    everything = train.pairs + (held_out.pairs if held_out else [])
+    dims = resolve_dimensions(cfg.dimensions, everything, file=train_src, known=registry(cfg.format))
+    train_pairs = require_scores(train.pairs, dims, report, cfg.skip_invalid)
+    ensure_some(train_pairs, train_src, report)
+    if held_out:
+        eval_pairs = require_scores(held_out.pairs, dims, report, cfg.skip_invalid)
+    else:
+        split = [in_eval_split(p.prompt, cfg.eval_fraction, cfg.seed) for p in train_pairs]
+        eval_pairs = [p for p, e in zip(train_pairs, split) if e]
+        train_pairs = [p for p, e in zip(train_pairs, split) if not e]
+        if not train_pairs:
+            raise DataError(f"every pair fell into the eval split (eval_fraction={cfg.eval_fraction})",
+                            file=train_src, field="eval_fraction")
+
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source": {"input": cfg.input, "train": train_src, "eval": eval_src, "format": cfg.format},
+        "dimensions": [d.to_json() for d in dims],
+        "counts": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": report.total},
+        "build": {"train": train.stats, **({"eval": held_out.stats} if held_out else {})},
+        "invalid": report.to_json(),
+        "tokenized": None,
+        "config": dataclasses.asdict(cfg),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write_amopo(tmp / "train.jsonl", train_pairs)
+        write_amopo(tmp / "eval.jsonl", eval_pairs)
+        _write_manifest(tmp, manifest)
+        if cfg.model:
+            tokenizer = _load_tokenizer(cfg.model)
+            splits = {}
+            for name in SPLITS:
+                try:
+                    result = load_tokenized(tmp, tokenizer, name, max_length=cfg.max_length,
+                                            accumulate_prefixes=cfg.accumulate_prefixes)
+                except DataError as err:
+                    if err.reason != "nothing_fits":
+                        raise
+                    # name the user's input, not the temp folder that is about to vanish
+                    raise DataError(f"no {name} pair fits max_length={cfg.max_length} with the {cfg.model} "
+                                    "tokenizer (the conditioned prompt scaffolding alone is too long)",
+                                    file=eval_src if name == "eval" and eval_src else train_src,
+                                    field="max_length", reason="nothing_fits") from None
+                splits[name] = {"cache": result.cache_dir.name, **result.report}
+            manifest["tokenized"] = {"model": cfg.model, "max_length": cfg.max_length,
+                                     "accumulate_prefixes": cfg.accumulate_prefixes, "splits": splits}
+            _write_manifest(tmp, manifest)
+        _replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if echo:
+        for line in _summary(manifest, out):
+            echo(line)
+    return manifest
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
