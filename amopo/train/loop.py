@@ -117,7 +117,9 @@ def train(cfg: TrainConfig) -> dict:
 
     if not (Path(cfg.data) / "prepare.json").is_file():
         raise ConfigError(f"{cfg.data}: not a prepared data folder (no prepare.json); run `amopo prepare` first")
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    # Under torchrun on machines without CUDA, accelerate only starts gloo when told cpu=True.
+    cpu_distributed = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=cpu_distributed)
     set_seed(cfg.seed)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,222 @@
+"""The trainer on a tiny model: parameters move, accumulation/resume/process-count invariance,
+every objective runs, held-out accuracy improves, the CLI works end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from amopo.train.config import TrainConfig
+from amopo.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = ["Sure. {a} is the answer, because it follows from the question.",
+        "The answer is {a}. Here is why: it is the standard result.",
+        "{a}. That is correct and complete."]
+BAD = ["I do not know, ask someone else.",
+       "Maybe it is something, hard to say, the cat the moon the river.",
+       "No idea. Whatever."]
+
+
+def _records(n: int, offset: int = 0) -> list[dict]:
+    out = []
+    for i in range(offset, offset + n):
+        answer = f"number {i % 7 + 1}"
+        out.append({
+            "prompt": f"Question {i}: what is the value of item {i % 11}?",
+            "chosen": {"response": GOOD[i % 3].format(a=answer), "helpfulness": 4, "correctness": 4,
+                       "instruction_following": 5},
+            "rejected": {"response": BAD[i % 3], "helpfulness": 1, "correctness": 1 + i % 2,
+                         "instruction_following": 2},
+        })
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    from amopo.data.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("prepared")
+    train_file, eval_file = root / "train.jsonl", root / "eval.jsonl"
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in _records(16)))
+    eval_file.write_text("".join(json.dumps(r) + "\n" for r in _records(8, offset=100)))
+    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _cfg(prepared, model, out, mlflow_uri, **kw) -> TrainConfig:
+    base = dict(data=str(prepared), model=str(model), output=str(out), max_steps=2, lr=1e-3, batch_size=2,
+                max_length=128, progress=False, eval_heldout=False, mlflow_tracking_uri=mlflow_uri,
+                warmup_ratio=0.0)
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+def _assert_same(a: dict, b: dict, atol: float = 1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
+
+
+def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_dir, mlflow_uri, tmp_path):
+    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, max_steps=3))
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    after = _weights(tmp_path / "run")
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert not unchanged, f"parameters not updated: {unchanged}"
+
+    history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2, 3]
+    dims = summary["dimensions"]
+    assert dims == ["overall", "helpfulness", "correctness", "instruction_following"]
+    for key in ["loss", "lr", "grad_norm", "tokens_per_s"] + [f"{m}/{d}" for m in
+                ("loss", "alpha", "accuracy", "margin", "rewards/chosen", "rewards/rejected") for d in dims]:
+        assert key in history[0], key
+    assert abs(sum(history[0][f"alpha/{d}"] for d in dims) - 1.0) < 1e-5  # α sums to 1 per pair
+    assert (tmp_path / "run" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
+
+    import mlflow
+    mlflow.set_tracking_uri(mlflow_uri)
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.data.params["loss"] == "amopo"
+    assert "accuracy/correctness" in run.data.metrics
+    client = mlflow.MlflowClient()
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train_config.yaml", "metrics.json", "training_curves.png"} <= names
+
+
+def test_gradient_accumulation_matches_the_bigger_batch(prepared, tiny_model_dir, mlflow_uri, tmp_path):
+    big = _cfg(prepared, tiny_model_dir, tmp_path / "big", mlflow_uri, batch_size=4, grad_accum=1)
+    small = _cfg(prepared, tiny_model_dir, tmp_path / "small", mlflow_uri, batch_size=1, grad_accum=4)
+    train(big)
+    train(small)
+    _assert_same(_weights(tmp_path / "big"), _weights(tmp_path / "small"))
+
+
+def test_resume_continues_to_the_same_result(prepared, tiny_model_dir, mlflow_uri, tmp_path):
+    straight = _cfg(prepared, tiny_model_dir, tmp_path / "straight", mlflow_uri, max_steps=4)
+    train(straight)
+    # Same run, checkpointing at step 2; then throw away everything after the checkpoint and resume.
+    interrupted = _cfg(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, save_every=2)
+    train(interrupted)
+    ckpt = tmp_path / "resumed" / "checkpoints" / "step-2"
+    assert (ckpt / "trainer_state.json").is_file()
+    import shutil
+    shutil.rmtree(tmp_path / "resumed" / "model")
+    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, resume=True))
+    assert summary["steps"] == 4
+    _assert_same(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"), atol=1e-6)
+    history = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
+    assert history == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(loss="simpo"),
+    dict(loss="dpo"),
+    dict(loss="modpo", modpo_weight=0.5),
+    dict(loss="amopo", weighting="mean", flatten_softmax=True, sft_weight=0.1),
+    dict(loss="dpo", lora=True, lora_r=4, lora_alpha=8),
+    dict(loss="amopo", lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True),
+], ids=["simpo", "dpo", "modpo", "amopo-ablation", "dpo-lora-adapter-reference", "amopo-lora-ckpt"])
+def test_every_objective_trains(prepared, tiny_model_dir, mlflow_uri, tmp_path, overrides):
+    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, **overrides))
+    history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    weights = _weights(tmp_path / "run")
+    assert not any("lora" in k for k in weights), "LoRA must be merged into the written model"
+    before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    assert any(not torch.equal(before[k], weights[k]) for k in before)
+    if overrides["loss"] in ("dpo", "modpo") and not overrides.get("lora"):
+        # The reference is the initial policy: at step 1 the implicit rewards are exactly zero.
+        assert history[0]["margin/plain"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["steps"] == 2
+
+
+def test_heldout_preference_accuracy_improves_on_the_sample_set(mlflow_uri, tmp_path):
+    """Train on the shipped sample train split, measure on its held-out topics."""
+    from amopo.data.prepare import PrepareConfig, prepare
+    from amopo.sample_data import sample_path
+    from amopo.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", texts=sample_path("train").read_text().splitlines(),
+                             vocab_size=1024, hidden_size=64)
+    prepare(PrepareConfig(input="sample", output=str(tmp_path / "data")))
+    summary = train(_cfg(tmp_path / "data", model, tmp_path / "run", mlflow_uri, max_steps=30, lr=3e-3,
+                         batch_size=4, max_length=256, gamma=0.5, eval_heldout=True))
+    base, final = summary["heldout_base"], summary["heldout_final"]
+    assert base["pairs"] == final["pairs"] > 50
+    assert final["accuracy/mean_dimensions"] >= base["accuracy/mean_dimensions"] + 0.1
+    assert final["accuracy/mean_dimensions"] >= 0.65
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["heldout_final"] == final
+
+
+def _torchrun(args: list[str], env: dict, nproc: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *extra,
+           "-m", "amopo", "train", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_at_equal_global_batch(prepared, tiny_model_dir, mlflow_uri, tmp_path):
+    common = ["--data", str(prepared), "--model", str(tiny_model_dir), "--max-steps", "2", "--lr", "1e-3",
+              "--max-length", "128", "--no-progress", "--no-eval-heldout", "--warmup-ratio", "0",
+              "--mlflow-tracking-uri", mlflow_uri]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = _torchrun(common + ["--output", str(tmp_path / "one"), "--batch-size", "2"], env, 1,
+                    ["--master_port=29611"])
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _torchrun(common + ["--output", str(tmp_path / "two"), "--batch-size", "1"], env, 2,
+                    ["--master_port=29612"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
+    _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"))
+
+
+def test_cli_prepare_and_train_end_to_end(tiny_model_dir, mlflow_uri, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    amopo = [sys.executable, "-m", "amopo"]
+    prep = subprocess.run(amopo + ["prepare", "--input", str(data), "--output", str(tmp_path / "data"),
+                                   "--model", str(tiny_model_dir)], capture_output=True, text=True, env=env)
+    assert prep.returncode == 0, prep.stderr
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"data: {tmp_path / 'data'}\nmodel: {tiny_model_dir}\nmax_steps: 1\nmax_length: 128\n")
+    res = subprocess.run(amopo + ["train", "--config", str(cfg), "--output", str(tmp_path / "out"),
+                                  "--batch-size", "2", "--lr", "1e-4", "--no-progress"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "model:" in res.stdout and (tmp_path / "out" / "model" / "model.safetensors").is_file()
+
+
+def test_cli_reports_bad_options_in_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path), "--loss", "ppo"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "loss 'ppo' is not one of amopo, simpo, dpo, modpo" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path / "none")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "not a prepared data folder" in res.stderr
