@@ -10,7 +10,7 @@ Errors in the user's input print one line naming what and where, and exit with s
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
 from typing import Sequence
 
@@ -19,62 +19,49 @@ from amopo import config as config_lib
 from amopo.errors import AmopoError
 
 
-def _add_step(sub, name: str, cls: type, help_text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the options below")
-    config_lib.add_arguments(parser, cls)
-    return parser
+# name -> (module, config class, function, help). A step's function takes its resolved config and
+# returns a summary dict; adding a subcommand is one line here.
+STEPS: dict[str, tuple[str, str, str, str]] = {
+    "prepare": ("amopo.data.prepare", "PrepareConfig", "prepare",
+                "Validate preference data, build pairs and dimension prompts, optionally tokenise."),
+    "train": ("amopo.train.loop", "TrainConfig", "train",
+              "Train with AMoPO or a baseline (SimPO, DPO, MODPO)."),
+}
 
 
-def _resolve(cls: type, args: argparse.Namespace):
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    return config_lib.resolve(cls, args.config, overrides)
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from amopo.data.prepare import PrepareConfig, prepare
-
-    prepare(_resolve(PrepareConfig, args))
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from amopo.train.config import TrainConfig
-    from amopo.train.loop import train
-
-    cfg = _resolve(TrainConfig, args)
-    if not cfg.data:
-        raise AmopoError("train: --data is required (a folder written by `amopo prepare`)")
-    summary = train(cfg)
-    if summary.get("model_dir"):
-        print(f"model: {summary['model_dir']}")
-        print(f"metrics: {os.path.join(cfg.output, 'metrics.json')}")
-        print(f"curves: {os.path.join(cfg.output, 'training_curves.png')}")
-        print(f"mlflow: {summary.get('mlflow_tracking_uri')} (run {summary.get('mlflow_run_id')})")
-    return 0
+def _load(name: str):
+    module_name, cls_name, fn_name, _ = STEPS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, cls_name), getattr(module, fn_name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from amopo.data.prepare import PrepareConfig
-    from amopo.train.config import TrainConfig
-
     parser = argparse.ArgumentParser(prog="amopo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"amopo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_step(sub, "prepare", PrepareConfig,
-              "Validate preference data, build pairs and dimension prompts, optionally tokenise.")
-    _add_step(sub, "train", TrainConfig, "Train with AMoPO or a baseline (SimPO, DPO, MODPO).")
+    for name, (_, _, _, help_text) in STEPS.items():
+        step = sub.add_parser(name, help=help_text, description=help_text)
+        step.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the options below")
+        config_lib.add_arguments(step, _load(name)[0])
     return parser
 
 
-COMMANDS = {"prepare": _cmd_prepare, "train": _cmd_train}
+def _print_outputs(summary) -> None:
+    """Print the summary's locations (keys ending in _dir, _path, _uri, _url) one per line."""
+    if not isinstance(summary, dict):
+        return
+    for key, value in summary.items():
+        if value and key.endswith(("_dir", "_path", "_uri", "_url", "run_id")):
+            print(f"{key}: {value}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        cls, fn = _load(args.command)
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        _print_outputs(fn(config_lib.resolve(cls, args.config, overrides)))
+        return 0
     except AmopoError as exc:
         print(f"amopo {args.command}: error: {exc}", file=sys.stderr)
         return 2

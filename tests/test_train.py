@@ -208,7 +208,7 @@ def test_cli_prepare_and_train_end_to_end(tiny_model_dir, mlflow_uri, tmp_path):
                                   "--batch-size", "2", "--lr", "1e-4", "--no-progress"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "model:" in res.stdout and (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert f"model_dir: {tmp_path / 'out' / 'model'}" in res.stdout and (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
 
 def test_cli_reports_bad_options_in_one_line(tmp_path):
@@ -220,3 +220,21 @@ def test_cli_reports_bad_options_in_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path / "none")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "not a prepared data folder" in res.stderr
+
+
+def test_logit_window_gives_the_same_statistics_as_full_logits(tiny_model_dir):
+    from amopo.models import load_model
+    from amopo.objectives import response_token_stats
+    from amopo.train.batching import pad_sequences
+    from amopo.train.step import sequence_stats
+
+    model = load_model(str(tiny_model_dir))
+    seqs = [([5, 6, 7, 8, 9, 10], [11, 12, 13]), ([5, 6, 7], [20, 21, 22, 23, 24]), ([1, 2, 3, 4], [30])]
+    batch = pad_sequences(seqs, pad_id=0)
+    fast = sequence_stats(model, batch)
+    full = response_token_stats(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                batch["labels"])
+    for a, b in zip(fast, full):
+        assert torch.allclose(a, b, atol=1e-6, equal_nan=True)
+    fast.logp_sum.sum().backward()
+    assert model.lm_head.weight.grad is not None

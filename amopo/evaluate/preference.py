@@ -12,8 +12,9 @@ from typing import Sequence
 
 import torch
 
-from amopo.objectives import average_logprob, response_token_stats
+from amopo.objectives import average_logprob
 from amopo.train.batching import pad_sequences
+from amopo.train.step import sequence_stats
 
 
 def _variants(row: dict) -> list[list[int]]:
@@ -43,8 +44,7 @@ def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], 
         seqs = [(p, r["chosen_ids"]) for r in chunk for p in _variants(r)]
         seqs += [(p, r["rejected_ids"]) for r in chunk for p in _variants(r)]
         batch = {k: t.to(device) for k, t in pad_sequences(seqs, pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        avg = average_logprob(response_token_stats(logits, batch["labels"])).float()
+        avg = average_logprob(sequence_stats(model, batch)).float()
         n = len(chunk)
         diff = (avg[: n * v] - avg[n * v:]).view(n, v)
         correct += (diff > 0).float().sum(0)

@@ -115,6 +115,8 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
+    if not cfg.data:
+        raise ConfigError("train: --data is required (a folder written by `amopo prepare`)")
     if not (Path(cfg.data) / "prepare.json").is_file():
         raise ConfigError(f"{cfg.data}: not a prepared data folder (no prepare.json); run `amopo prepare` first")
     # Under torchrun on machines without CUDA, accelerate only starts gloo when told cpu=True.
@@ -257,7 +259,9 @@ def train(cfg: TrainConfig) -> dict:
         summary["heldout_final"] = evaluate("final")
         accelerator.print(f"held-out preference accuracy (trained): {_fmt_acc(summary['heldout_final'])}")
     model_dir = _write_model(cfg, model, tokenizer, accelerator, out)
-    summary.update(model_dir=str(model_dir), mlflow_run_id=run.run_id, mlflow_tracking_uri=run.uri, steps=step)
+    summary.update(model_dir=str(model_dir), metrics_path=str(out / "metrics.json"),
+                   curves_path=str(out / "training_curves.png"), mlflow_run_id=run.run_id,
+                   mlflow_tracking_uri=run.uri, steps=step)
     if main:
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         from amopo.train.plots import plot_history
