@@ -26,6 +26,8 @@ STEPS: dict[str, tuple[str, str, str, str]] = {
                 "Validate preference data, build pairs and dimension prompts, optionally tokenise."),
     "train": ("amopo.train.loop", "TrainConfig", "train",
               "Train with AMoPO or a baseline (SimPO, DPO, MODPO)."),
+    "evaluate": ("amopo.evaluate.evaluate", "EvaluateConfig", "evaluate",
+                 "Evaluate a model folder or endpoint: lm-eval, judged win rates, dimension scores, plots."),
 }
 
 
