@@ -26,6 +26,12 @@ STEPS: dict[str, tuple[str, str, str, str]] = {
                 "Validate preference data, build pairs and dimension prompts, optionally tokenise."),
     "train": ("amopo.train.loop", "TrainConfig", "train",
               "Train with AMoPO or a baseline (SimPO, DPO, MODPO)."),
+    "register": ("amopo.registry.register", "RegisterConfig", "register",
+                 "Register a trained model in the MLflow Model Registry (alias 'challenger')."),
+    "promote": ("amopo.registry.promote", "PromoteConfig", "promote",
+                "Gate a registered version on its metrics and move alias 'champion' if it passes."),
+    "serve": ("amopo.serving.server", "ServeConfig", "serve",
+              "Serve a model with KServe: v1, v2 and OpenAI-compatible routes (blocks until stopped)."),
     "evaluate": ("amopo.evaluate.evaluate", "EvaluateConfig", "evaluate",
                  "Evaluate a model folder or endpoint: lm-eval, judged win rates, dimension scores, plots."),
 }

@@ -1,0 +1,337 @@
+"""`amopo evaluate`: score a model folder or a served model, against a baseline, with a judge.
+
+    amopo evaluate --model DIR_OR_URL [--baseline DIR_OR_URL_OR_OUTPUTS.jsonl] [--judge DIR_OR_URL]
+                   [--tasks T ...] [--data PREPARED_DIR] --output DIR
+
+Parts (each optional):
+1. pairwise: greedy answers of model and baseline to an instruction set; a judge compares every
+   pair in both orders → raw and length-controlled win rate with standard errors, average lengths;
+   the judge also rates every answer 1–5 per dimension → means and model − baseline deltas.
+2. held-out preference accuracy on a prepared folder's eval split (``--data``; local models).
+3. lm-eval tasks (``--tasks``; shipped YAML tasks by default).
+
+Outputs in ``--output``: ``metrics.json`` (flat), ``report.json`` (settings, decoding, judge,
+lm-eval details), ``samples.jsonl``/``samples.csv`` (instruction, both answers, verdicts,
+lengths, scores), ``outputs/{model,baseline}.jsonl`` (AlpacaEval format), the figures, and
+``eval_config.yaml``. The folder is written whole or not at all; everything is logged to MLflow
+(see ``amopo.evaluate.report``).
+
+Default budget, sized for the main job (SmolLM2-135M on 2 CPU cores): 16 of the 100 shipped
+instructions, 96 new tokens per answer, the embedded model as judge, 3 dimensions, both shipped
+lm-eval tasks on 20 examples each, 32 held-out pairs (the main job's training-time held-out cap).
+Raise ``--num-instructions 0 --lm-eval-limit 0 --pref-max-pairs 0`` for everything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from amopo import config as config_lib
+from amopo.config import field
+from amopo.errors import ConfigError
+from amopo.evaluate.endpoint import ChatEndpoint, is_endpoint
+from amopo.evaluate.lm_eval_tasks import DEFAULT_TASKS
+from amopo.models import EMBEDDED_SMOLLM2
+
+DEFAULT_DIMENSIONS = ["helpfulness", "correctness", "instruction_following"]
+MARKER = "eval_config.yaml"  # a folder holding it is an evaluation output and may be replaced
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = field("", help="model to evaluate: Hugging Face folder (e.g. runs/x/train/model), hub id, "
+                                "embedded:smollm2-135m-instruct, or an OpenAI-compatible endpoint URL")
+    model_name: str | None = field(None, help="served model name at the model endpoint (default: the first it lists)")
+    api_key_env: str | None = field(None, help="environment variable holding the API key of the model and "
+                                               "baseline endpoints (none by default)")
+    baseline: str | None = field(None, help="baseline: folder, hub id, endpoint URL, or an outputs JSONL "
+                                            "(instruction, output); default: the training run's base model")
+    baseline_name: str | None = field(None, help="served model name at the baseline endpoint")
+    judge: str = field(EMBEDDED_SMOLLM2, help="judge: a local Hugging Face model (decides by the log-probabilities "
+                                              "of the verdict tokens) or an OpenAI-compatible endpoint URL")
+    judge_name: str | None = field(None, help="served model name at the judge endpoint")
+    judge_api_key_env: str | None = field(None, help="environment variable holding the judge endpoint's API key")
+    judge_prompts: str = field("v1", help="judge prompt set: a shipped version (v1) or a folder of your own")
+    judge_top_k: int = field(20, help="local judge: a verdict is unparseable unless a label token is among "
+                                      "the top-k next tokens")
+    judge_max_tokens: int = field(16, help="endpoint judge: reply length limit in tokens")
+    judge_batch_size: int = field(4, help="local judge: prompts per forward pass")
+    dimensions: list[str] = field(default_factory=lambda: list(DEFAULT_DIMENSIONS),
+                                  help="dimensions the judge rates 1-5 (rubrics in the prompt set)")
+    pairwise: bool = field(True, help="generate answers, judge them, report win rates and dimension scores")
+    instructions: str = field("shipped", help="instruction set: shipped | alpaca_eval (hub) | a JSONL/JSON file")
+    num_instructions: int = field(16, help="instructions used, spread evenly over the set (0: all)")
+    max_new_tokens: int = field(96, help="generation limit per answer (greedy decoding)")
+    batch_size: int = field(16, help="local generation: prompts decoded together (on CPU a batch step costs "
+                                     "about as much as a single prompt's); lm-eval batch size")
+    max_answer_chars: int = field(3000, help="answers are cut to this many characters inside judge prompts")
+    concurrency: int = field(4, help="parallel requests to endpoints")
+    retries: int = field(3, help="retries (with exponential back-off) of a failed endpoint request")
+    timeout: float = field(120.0, help="seconds before an endpoint request times out")
+    lc_bootstrap: int = field(200, help="bootstrap resamples for the length-controlled win rate's standard error")
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS),
+                             help="lm-eval tasks: shipped (amopo_arithmetic, amopo_facts_mc) or registry names "
+                                  "(ifeval, mmlu, gsm8k … need the hub); '' for none")
+    lm_eval_limit: int = field(20, help="examples per lm-eval task (0: all)")
+    lm_eval_chat_template: bool = field(True, help="apply the model's chat template in lm-eval (when it has one)")
+    data: str = field("", help="prepared data folder: held-out preference accuracy on its eval split")
+    pref_max_pairs: int = field(32, help="cap on held-out pairs, the first ones of the split (0: all)")
+    max_length: int = field(1024, help="held-out accuracy: prompt + response token cutoff")
+    seed: int = field(0, help="seed for lm-eval and the bootstrap")
+    output: str = field("runs/evaluate", help="output folder (replaced if it holds an earlier evaluation)")
+    mlflow_tracking_uri: str | None = field(None, help="MLflow URI; default: the training run's, else "
+                                                       "$MLFLOW_TRACKING_URI, else the sqlite store in runs/mlflow")
+    mlflow_experiment: str = field("amopo", help="MLflow experiment of a new evaluation run")
+    mlflow_run_id: str | None = field(None, help="log into this run (default: the training run beside the model)")
+    new_mlflow_run: bool = field(False, help="log into a new run linked to the training run instead of into it")
+    run_name: str | None = field(None, help="name of a new MLflow run (default: evaluate)")
+    mlflow: bool = field(True, help="log to MLflow")
+    progress: bool = field(True, help="show progress bars")
+
+    def validate(self) -> None:
+        self.tasks = [t for t in self.tasks if t.strip()]
+        self.dimensions = [d for d in self.dimensions if d.strip()]
+        for name in ("max_new_tokens", "batch_size", "judge_batch_size", "judge_top_k", "judge_max_tokens",
+                     "concurrency", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"evaluate config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_instructions", "lm_eval_limit", "pref_max_pairs", "retries", "lc_bootstrap"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"evaluate config: {name} must be >= 0, got {getattr(self, name)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers
+
+
+def _answers(spec: str, served_name: str | None, texts: list[str], cfg: EvaluateConfig, who: str):
+    from amopo.evaluate import generate
+
+    if is_endpoint(spec):
+        endpoint = ChatEndpoint(spec, served_name, api_key_env=cfg.api_key_env, retries=cfg.retries,
+                                timeout=cfg.timeout)
+        return generate.generate_endpoint(endpoint, texts, max_new_tokens=cfg.max_new_tokens,
+                                          concurrency=cfg.concurrency, seed=cfg.seed, progress=cfg.progress,
+                                          desc=f"generating ({who})")
+    if spec.endswith((".jsonl", ".json")):
+        return generate.read_outputs(spec, texts)
+    from amopo.models import resolve_model
+
+    return generate.generate_local(resolve_model(spec), texts, max_new_tokens=cfg.max_new_tokens,
+                                   batch_size=cfg.batch_size, progress=cfg.progress, desc=f"generating ({who})")
+
+
+def _judge(cfg: EvaluateConfig, prompts):
+    from amopo.evaluate.judges import EndpointJudge, LocalJudge
+
+    if is_endpoint(cfg.judge):
+        endpoint = ChatEndpoint(cfg.judge, cfg.judge_name, api_key_env=cfg.judge_api_key_env, retries=cfg.retries,
+                                timeout=cfg.timeout)
+        return EndpointJudge(endpoint, prompts, max_tokens=cfg.judge_max_tokens, concurrency=cfg.concurrency,
+                             max_answer_chars=cfg.max_answer_chars, progress=cfg.progress)
+    return LocalJudge(cfg.judge, prompts, top_k=cfg.judge_top_k, batch_size=cfg.judge_batch_size,
+                      max_answer_chars=cfg.max_answer_chars, progress=cfg.progress)
+
+
+def _pairwise(cfg: EvaluateConfig, baseline: str | None, folder: Path, report: dict) -> tuple[dict, list[dict]]:
+    """Answers, verdicts and ratings → metrics and the per-sample rows."""
+    from amopo.evaluate import dimension_scores, generate, pairwise
+    from amopo.evaluate.judge_prompts import load_prompt_set
+    from amopo.evaluate.lc_winrate import length_controlled_win_rate
+    from amopo.evaluate.winrate import win_rate
+
+    prompts = load_prompt_set(cfg.judge_prompts)
+    for dim in cfg.dimensions:
+        prompts.rubric(dim)  # an unknown dimension fails here, before any generation
+    items = generate.select_evenly(generate.load_instructions(cfg.instructions), cfg.num_instructions)
+    texts = [item["instruction"] for item in items]
+    outputs = {"model": _answers(cfg.model, cfg.model_name, texts, cfg, "model")}
+    if baseline:
+        outputs["baseline"] = _answers(baseline, cfg.baseline_name, texts, cfg, "baseline")
+    (folder / "outputs").mkdir()
+    for side, (answers, info) in outputs.items():
+        generate.write_outputs(folder / "outputs" / f"{side}.jsonl", texts, answers, str(info.get("model", side)))
+    report["decoding"] = {side: info for side, (_, info) in outputs.items()}
+    report["instructions"] = {"set": cfg.instructions, "used": len(texts), "ids": [i["id"] for i in items]}
+
+    judge = _judge(cfg, prompts)
+    report["judge"] = {**judge.identity, **prompts.identity}
+    answers = {side: a for side, (a, _) in outputs.items()}
+    lengths = {side: [len(a) for a in answers[side]] for side in answers}
+    metrics: dict[str, float] = {f"length/{side}_avg": sum(v) / len(v) for side, v in lengths.items()}
+    metrics["winrate/instructions"] = float(len(texts))
+
+    records = [{} for _ in texts]
+    if baseline:
+        records = pairwise.judge_both_orders(judge, texts, answers["model"], answers["baseline"])
+        prefs = [r["preference"] for r in records]
+        metrics.update({f"winrate/{k}": v for k, v in win_rate(prefs).items()})
+        difficulty = [i["difficulty"] for i in items] if all("difficulty" in i for i in items) else None
+        lc = length_controlled_win_rate(prefs, lengths["model"], lengths["baseline"], difficulty=difficulty,
+                                        bootstrap=cfg.lc_bootstrap, seed=cfg.seed)
+        metrics.update({"winrate/lc": lc["lc"], "winrate/lc_se": lc["lc_se"],
+                        "winrate/lc_length_coef": lc["length_coef"]})
+        position = pairwise.position_stats(records)
+        metrics["judge/unparseable_pairwise"] = position["unparseable"]
+        metrics["judge/first_position_rate"] = position["first_position_rate"]
+    ratings = {}
+    if cfg.dimensions:
+        ratings = dimension_scores.rate_answers(judge, texts, answers, cfg.dimensions)
+        metrics.update(dimension_scores.summarize(ratings, cfg.dimensions))
+    judge.close()
+    metrics["judge/unparseable"] = metrics.get("judge/unparseable_pairwise", 0.0) + metrics.get(
+        "judge/unparseable_ratings", 0.0)
+
+    return metrics, _sample_rows(items, answers, records, ratings, cfg.dimensions)
+
+
+def _sample_rows(items: list[dict], answers: dict[str, list[str]], records: list[dict], ratings: dict,
+                 dimensions: list[str]) -> list[dict]:
+    """The per-sample table: instruction, both answers and their lengths, verdicts, scores."""
+    rows = []
+    for k, item in enumerate(items):
+        row = {"id": item["id"], "instruction": item["instruction"]}
+        for side in ("model", "baseline"):
+            row[f"{side}_output"] = answers[side][k] if side in answers else None
+            row[f"{side}_length"] = len(answers[side][k]) if side in answers else None
+        row.update(records[k])
+        for dim in dimensions:
+            for side in answers:
+                row[f"score/{dim}/{side}"] = ratings[side][dim][k].value
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folder
+
+
+def _check_local_models(specs: list[str | None]) -> None:
+    """Fail before any work on a model folder or hub id that does not resolve (endpoints and
+    outputs files are checked when first used)."""
+    from amopo.models import resolve_model
+
+    for spec in specs:
+        if spec and not is_endpoint(spec) and not spec.endswith((".jsonl", ".json")):
+            resolve_model(spec)
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise ConfigError(f"{out}: exists and is not an earlier evaluation output (no {MARKER}); "
+                          "choose another --output")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder into place, replacing an earlier evaluation."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _figures(folder: Path, metrics: dict, dims: list[str], training) -> list[Path]:
+    from amopo.evaluate import plots
+
+    made = []
+    if any(f"dimension/{d}/model" in metrics for d in dims):
+        made.append(plots.plot_dimension_radar(
+            dims, [metrics.get(f"dimension/{d}/model", math.nan) for d in dims],
+            [metrics.get(f"dimension/{d}/baseline", math.nan) for d in dims]
+            if f"dimension/{dims[0]}/baseline" in metrics else None, folder / "dimension_radar.png"))
+    if "winrate/raw" in metrics:
+        made.append(plots.plot_win_rates(metrics, folder / "win_rates.png"))
+    if training is not None and training.history is not None:
+        made.append(plots.plot_training_curves(training.history, folder / "training_curves.png"))
+    return [p for p in made if p is not None]
+
+
+def _headline(metrics: dict) -> str:
+    keys = ["winrate/raw", "winrate/lc", "dimension/mean_delta", "pref_accuracy/mean_dimensions", "judge/unparseable"]
+    keys += sorted(k for k in metrics if k.startswith("lm_eval/") and "stderr" not in k)
+    return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Run the configured evaluation; returns the summary (metrics and where everything went)."""
+    from amopo.evaluate.report import finite_metrics, log_to_mlflow, write_json, write_samples
+    from amopo.evaluate.training_run import find_training_run
+
+    if not cfg.model:
+        raise ConfigError("evaluate: --model is required (a model folder, hub id or endpoint URL)")
+    if cfg.data and is_endpoint(cfg.model):
+        raise ConfigError("evaluate: --data (held-out preference accuracy) needs the model's log-probabilities; "
+                          "give a model folder, not an endpoint")
+    if not (cfg.pairwise or cfg.data or cfg.tasks):
+        raise ConfigError("evaluate: nothing to do (pairwise off, no --data, no --tasks)")
+    out = Path(cfg.output)
+    _check_output(out)
+    training = None if is_endpoint(cfg.model) else find_training_run(cfg.model)
+    baseline = cfg.baseline or (training.base_model if training else None)
+    _check_local_models([cfg.model] + ([baseline, cfg.judge] if cfg.pairwise else []))
+    if cfg.pairwise and not baseline:
+        print("evaluate: no baseline (none given, no training run beside the model): win rates are skipped; "
+              "dimension scores are reported for the model alone")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        metrics: dict[str, float] = {}
+        report: dict = {"model": cfg.model, "baseline": baseline,
+                        "training_run": training.__dict__ if training else None}
+        rows: list[dict] = []
+        if cfg.pairwise:
+            part, rows = _pairwise(cfg, baseline, tmp, report)
+            metrics.update(part)
+        if cfg.data:
+            from amopo.evaluate.heldout import heldout_preference_accuracy
+
+            metrics.update(heldout_preference_accuracy(cfg.model, cfg.data, max_length=cfg.max_length,
+                                                       max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+        if cfg.tasks:
+            from amopo.evaluate.lm_eval_tasks import run_lm_eval
+
+            endpoint = None
+            if is_endpoint(cfg.model):
+                endpoint = ChatEndpoint(cfg.model, cfg.model_name, api_key_env=cfg.api_key_env,
+                                        retries=cfg.retries, timeout=cfg.timeout)
+            part, report["lm_eval"] = run_lm_eval(cfg.model, cfg.tasks, limit=cfg.lm_eval_limit,
+                                                  batch_size=cfg.batch_size, chat_template=cfg.lm_eval_chat_template,
+                                                  endpoint=endpoint, seed=cfg.seed)
+            metrics.update(part)
+
+        kept, missing = finite_metrics(metrics)
+        report["missing"] = missing
+        write_json(tmp / "metrics.json", kept)
+        write_json(tmp / "report.json", report)
+        (tmp / MARKER).write_text(config_lib.dump_yaml(cfg), encoding="utf-8")
+        if rows:
+            write_samples(tmp, rows)
+        figures = _figures(tmp, kept, cfg.dimensions, training)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    summary = {**kept, "output_dir": str(out), "metrics_path": str(out / "metrics.json"),
+               "samples_path": str(out / "samples.jsonl") if rows else None,
+               "figures": [str(out / f.name) for f in figures], "missing": missing}
+    print(f"evaluation: {_headline(kept)}")
+    if cfg.mlflow:
+        run_id = cfg.mlflow_run_id or (training.run_id if training and not cfg.new_mlflow_run else None)
+        uri = cfg.mlflow_tracking_uri or (training.tracking_uri if training else None)
+        link = {"amopo.model": cfg.model, "amopo.baseline": baseline or "", "amopo.judge": cfg.judge}
+        if training and training.run_id and run_id != training.run_id:
+            link["amopo.train_run_id"] = training.run_id
+        summary["mlflow_run_id"], summary["mlflow_tracking_uri"] = log_to_mlflow(
+            out, kept, config_lib.to_dict(cfg), tracking_uri=uri, experiment=cfg.mlflow_experiment,
+            run_name=cfg.run_name or "evaluate", run_id=run_id, link_tags=link)
+    return summary

@@ -1,0 +1,193 @@
+"""`amopo register`: put a trained model into the MLflow Model Registry as a new version.
+
+The logged model holds MLflow's transformers flavour (so ``mlflow.pyfunc.load_model`` works) whose
+``model/`` subfolder is an exact copy of the training output's Hugging Face folder: config,
+safetensors and tokenizer together, the folder KServe's Hugging Face runtime takes as ``storageUri``.
+The version is tagged with the training run, the base model, the objective and every metric
+(training summary flattened with "/", plus the eval metrics), and gets the alias ``challenger``.
+
+Order of work: validate inputs → wait for the server (back-off) → log the model in a run → create
+the version (tags included) → set the alias. If anything fails after the version exists, the version
+(and a registered model created by this call) is deleted again and the run is marked FAILED, so a
+failed registration leaves nothing registered. Registering the same model and metrics again
+returns the existing version (matched by a content digest).
+"""
+
+from __future__ import annotations
+
+import shutil
+import types
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from amopo.config import field
+from amopo.errors import ConfigError
+from amopo.registry import RegistryError
+from amopo.registry.inputs import digest, read_eval_metrics, read_training_output
+from amopo.registry import store
+
+
+@dataclass
+class RegisterConfig:
+    train_dir: str = field("", help="training output folder written by `amopo train` (holds model/ and metrics.json)")
+    eval_metrics: str | None = field(None, help="flat eval metrics: EVAL_DIR/metrics.json from `amopo evaluate` (or EVAL_DIR)")
+    name: str = field("amopo", help="registered model name")
+    alias: str = field("challenger", help="alias given to the new version")
+    tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
+                                                "else the embedded sqlite store under runs/mlflow)")
+    experiment: str = field("amopo-registry", help="MLflow experiment of the registration run")
+    connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
+    connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
+
+    def validate(self) -> None:
+        check_name(self.name)
+        if not self.alias or not self.alias.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"alias {self.alias!r}: use letters, digits, '-' and '_'")
+        if self.connect_attempts < 1:
+            raise ConfigError("connect_attempts must be at least 1")
+
+
+def check_name(name: str) -> None:
+    if not name or any(c in name for c in "'\"`/\\:@"):
+        raise ConfigError(f"model name {name!r}: must be non-empty without quotes, '/', ':' or '@'")
+
+
+def _requirements() -> list[str]:
+    # Explicit pins: MLflow would otherwise infer them by loading the model in a subprocess.
+    out = []
+    for dist in ("mlflow", "transformers", "torch", "safetensors", "tokenizers"):
+        try:
+            out.append(f"{dist}=={metadata.version(dist).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _save_transformers_with_hf_folder(path, mlflow_model=None, *, hf_dir: str, **kwargs) -> None:
+    """``save_model`` of the flavour passed to ``Model.log``: MLflow's transformers flavour, then its
+    ``model/`` subfolder replaced by an exact copy of ``hf_dir`` (weights, config and tokenizer)."""
+    import mlflow.transformers
+
+    from amopo.models import load_model, load_tokenizer
+
+    # MLflow 3.17 cannot save a local checkpoint path with transformers 5, so build from memory.
+    # An absolute hf_dir also keeps MLflow from looking the name up on the Hugging Face hub.
+    components = {"model": load_model(hf_dir, dtype="auto"), "tokenizer": load_tokenizer(hf_dir)}
+    mlflow.transformers.save_model(components, path=path, mlflow_model=mlflow_model, **kwargs)
+    target = Path(path) / store.HF_SUBPATH
+    shutil.rmtree(target)
+    shutil.copytree(hf_dir, target)
+
+
+_HF_FOLDER_FLAVOR = types.SimpleNamespace(__name__="mlflow.transformers",
+                                          save_model=_save_transformers_with_hf_folder)
+
+
+def _find_by_digest(client, name: str, fingerprint: str):
+    found = client.search_model_versions(f"name='{name}' and tags.`{store.DIGEST_TAG}`='{fingerprint}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def _registered_model_exists(client, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException as exc:
+        if store.is_not_found(exc):
+            return False
+        raise
+
+
+def _summary(client, uri: str, name: str, version: str, alias: str, run_id: str | None, reused: bool) -> dict:
+    base = client.get_model_version_download_uri(name, version).rstrip("/")
+    return {"name": name, "version": int(version), "alias": alias, "reused": reused,
+            "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{alias}",
+            "hf_artifact_uri": f"{base}/{store.HF_SUBPATH}", "registration_run_id": run_id,
+            "tracking_uri": uri}
+
+
+def _lineage_tags(cfg: RegisterConfig, trained, fingerprint: str) -> dict[str, str]:
+    tags = {store.DIGEST_TAG: fingerprint, store.HF_SUBPATH_TAG: store.HF_SUBPATH,
+            "amopo.train_dir": str(Path(cfg.train_dir).resolve())}
+    for key, value in ((store.TRAINING_RUN_TAG, trained.training_run_id), (store.BASE_MODEL_TAG, trained.base_model),
+                       (store.OBJECTIVE_TAG, trained.objective)):
+        if value:
+            tags[key] = str(value)
+    tags.update({f"amopo.{k}": v for k, v in trained.info.items()})
+    if cfg.eval_metrics:
+        tags["amopo.eval_metrics"] = str(Path(cfg.eval_metrics).resolve())
+    return tags
+
+
+def register(cfg: RegisterConfig) -> dict:
+    """Register the model of ``cfg.train_dir`` (see the module docstring); returns a summary with the
+    version, ``models:/`` URIs and the artifact URI of the Hugging Face folder."""
+    import mlflow
+    from mlflow.models import Model, infer_signature
+
+    from amopo.tracking import Run
+
+    if not cfg.train_dir:
+        raise ConfigError("register: --train-dir is required (the output folder of `amopo train`)")
+    trained = read_training_output(cfg.train_dir)
+    metrics = dict(trained.metrics)
+    if cfg.eval_metrics:
+        metrics.update(read_eval_metrics(cfg.eval_metrics))
+    fingerprint = digest(trained.model_dir, metrics)
+
+    client, uri = store.connect(cfg.tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
+    with store.registry_errors(f"looking up '{cfg.name}'", uri):
+        existing = _find_by_digest(client, cfg.name, fingerprint)
+        if existing is not None:
+            client.set_registered_model_alias(cfg.name, cfg.alias, existing.version)
+            print(f"{cfg.name} version {existing.version} already holds this model and these metrics; "
+                  f"alias '{cfg.alias}' points to it", flush=True)
+            return _summary(client, uri, cfg.name, existing.version, cfg.alias, existing.run_id, reused=True)
+        created_model = not _registered_model_exists(client, cfg.name)
+
+    lineage = _lineage_tags(cfg, trained, fingerprint)
+    run, version = None, None
+    try:
+        run = Run(True, uri, cfg.experiment, run_name=f"register-{cfg.name}", tags=lineage)
+        run.log_metrics(metrics)
+        signature = infer_signature(["prompt"], ["completion"], params={"max_new_tokens": 64})
+        info = Model.log(artifact_path=None, name="model", flavor=_HF_FOLDER_FLAVOR, hf_dir=str(trained.model_dir.resolve()),
+                         task="text-generation", signature=signature, pip_requirements=_requirements())
+        mv = mlflow.register_model(info.model_uri, cfg.name, tags={**lineage, **store.metrics_to_tags(metrics)})
+        version = mv.version
+        client.set_registered_model_alias(cfg.name, cfg.alias, version)
+    except BaseException as exc:
+        _roll_back(client, cfg.name, version, created_model)
+        if run is not None:
+            _end_quietly(run, "FAILED")
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise RegistryError(f"registering {cfg.train_dir} as '{cfg.name}' failed; nothing was registered "
+                            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from exc
+    with store.registry_errors("closing the registration run", uri):
+        run.end()
+        summary = _summary(client, uri, cfg.name, version, cfg.alias, run.run_id, reused=False)
+    print(f"registered {cfg.name} version {version} (alias '{cfg.alias}') from {cfg.train_dir}", flush=True)
+    return summary
+
+
+def _end_quietly(run, status: str) -> None:
+    try:
+        run.end(status)
+    except Exception:
+        pass
+
+
+def _roll_back(client, name: str, version: str | None, created_model: bool) -> None:
+    """Best effort: remove a half-made version (and a registered model this call created)."""
+    try:
+        if version is not None:
+            client.delete_model_version(name, version)
+        if created_model and _registered_model_exists(client, name):
+            if not client.search_model_versions(f"name='{name}'"):
+                client.delete_registered_model(name)
+    except Exception as exc:  # the original error matters more; say what is left behind
+        print(f"warning: could not roll back '{name}' version {version}: {exc}", flush=True)

@@ -1,0 +1,268 @@
+"""Validation of OpenAI-style request bodies into what the engine needs.
+
+Field types are checked against the ``openai`` package's own request types
+(``openai.types.chat.completion_create_params`` and ``openai.types.completion_create_params``,
+strict mode); the shapes pydantic cannot check eagerly (messages, prompt, stop, stream) and the
+semantics are checked here. Every failure is a RequestError naming the parameter.
+
+Supported: model, messages / prompt, max_tokens (max_completion_tokens), temperature, top_p, stop,
+seed, stream, stream_options.include_usage, user. Accepted only at their neutral value: n=1,
+logprobs off, echo off, best_of=1, presence/frequency_penalty=0, empty suffix. Anything else is an
+unsupported parameter (400).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from amopo.serving.engine import Sampling
+from amopo.serving.errors import RequestError
+
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "user"}
+CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens"}
+COMPLETION_PARAMS = _COMMON | {"prompt"}
+# Parameters whose only supported value is the one that changes nothing.
+_NEUTRAL: dict[str, tuple] = {"n": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0),
+                              "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+                              "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""),
+                              "parallel_tool_calls": (None,), "logit_bias": (None,)}
+CHAT_ROLES = {"system", "developer", "user", "assistant"}
+MAX_STOP = 4
+MAX_PROMPTS = 64
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    model: str
+    messages: list[dict[str, str]]
+    sampling: Sampling
+    max_tokens_param: str
+    stream: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True)
+class CompletionParams:
+    model: str
+    prompts: list[str | list[int]]
+    sampling: Sampling
+    stream: bool
+    include_usage: bool
+
+
+@functools.cache
+def _adapters():
+    from openai.types import completion_create_params
+    from openai.types.chat import completion_create_params as chat_create_params
+    from pydantic import TypeAdapter
+
+    return {"chat": TypeAdapter(chat_create_params.CompletionCreateParamsBase),
+            "completion": TypeAdapter(completion_create_params.CompletionCreateParamsBase)}
+
+
+def warm() -> None:
+    """Build the validators now (about a second) rather than on the first request."""
+    _adapters()
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")   # JSON is UTF-8 (RFC 8259); json.loads(bytes) would guess UTF-16/32
+    except UnicodeDecodeError:
+        raise RequestError("the request body is not UTF-8 text") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"the request body is not valid JSON ({exc.msg} at line {exc.lineno} "
+                           f"column {exc.colno})") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"the request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _is_neutral(key: str, value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):  # False == 0 in Python; compare booleans only with booleans
+        return value is False and any(v is False for v in _NEUTRAL[key])
+    return any(value == v for v in _NEUTRAL[key] if v is not None and not isinstance(v, bool))
+
+
+def _check_supported(body: dict, supported: set[str]) -> None:
+    for key, value in body.items():
+        if key in supported:
+            continue
+        if key in _NEUTRAL:
+            if _is_neutral(key, value):
+                continue
+            allowed = " or ".join(json.dumps(v) for v in _NEUTRAL[key] if v is not None) or "null"
+            raise RequestError(f"unsupported parameter '{key}': this server supports only {allowed}",
+                               param=key, code="unsupported_parameter")
+        raise RequestError(f"unsupported parameter '{key}'", param=key, code="unsupported_parameter")
+
+
+def _check_types(kind: str, body: dict, skip: set[str]) -> None:
+    from pydantic import ValidationError
+
+    subset = {k: v for k, v in body.items() if k not in skip}
+    subset.setdefault("model", "x")
+    if kind == "chat":
+        subset["messages"] = []
+    else:
+        subset["prompt"] = ""
+    try:
+        _adapters()[kind].validate_python(subset, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = str(err["loc"][0]) if err["loc"] else None
+        raise RequestError(f"invalid '{param}': {err['msg']} (got {subset.get(param)!r})", param=param) from None
+
+
+def _model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("'model' is required and must be a non-empty string", param="model")
+    return model
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _stream(body: dict) -> tuple[bool, bool]:
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError(f"invalid 'stream': expected true or false, got {stream!r}", param="stream")
+    options = body.get("stream_options")
+    if options is None:
+        return bool(stream), False
+    if not stream:
+        raise RequestError("'stream_options' is only allowed with stream=true", param="stream_options")
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise RequestError("invalid 'stream_options': expected {\"include_usage\": true|false}",
+                           param="stream_options")
+    return True, bool(options.get("include_usage", False))
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise RequestError(f"invalid 'stop': expected a string or a list of strings, got {stop!r}", param="stop")
+    if len(items) > MAX_STOP:
+        raise RequestError(f"invalid 'stop': at most {MAX_STOP} sequences, got {len(items)}", param="stop")
+    return tuple(s for s in items if s)
+
+
+def _sampling(body: dict, max_tokens_param: str) -> Sampling:
+    temperature = body.get("temperature")
+    temperature = 1.0 if temperature is None else float(temperature)
+    if not 0.0 <= temperature <= 2.0 or math.isnan(temperature):
+        raise RequestError(f"invalid 'temperature': {temperature} is not between 0 and 2", param="temperature")
+    top_p = body.get("top_p")
+    top_p = 1.0 if top_p is None else float(top_p)
+    if not 0.0 < top_p <= 1.0:
+        raise RequestError(f"invalid 'top_p': {top_p} is not in (0, 1]", param="top_p")
+    seed = body.get("seed")
+    max_tokens = body.get(max_tokens_param)
+    return Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=_stop(body), seed=seed)
+
+
+def _text_content(content, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise RequestError(f"{where}.content[{j}]: only text parts are supported, got {kind!r}",
+                                   param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise RequestError(f"{where}.content must be a string or a list of text parts, got "
+                       f"{type(content).__name__}", param="messages")
+
+
+def _messages(body: dict) -> list[dict[str, str]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise RequestError(f"'messages' is required and must be a list, got {type(messages).__name__}",
+                           param="messages")
+    if not messages:
+        raise RequestError("'messages' is empty; send at least one message", param="messages")
+    out = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"{where} must be an object with 'role' and 'content'", param="messages")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise RequestError(f"{where}.role {role!r} is not supported (use one of "
+                               f"{', '.join(sorted(CHAT_ROLES))})", param="messages")
+        if message.get("tool_calls") or message.get("function_call"):
+            raise RequestError(f"{where}: tool and function calls are not supported", param="messages")
+        if "content" not in message or message["content"] is None:
+            raise RequestError(f"{where}.content is required", param="messages")
+        out.append({"role": "system" if role == "developer" else role,
+                    "content": _text_content(message["content"], where)})
+    return out
+
+
+def _prompts(body: dict) -> list[str | list[int]]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            items = list(prompt)
+        elif all(_is_int(t) for t in prompt):
+            items = [list(prompt)]
+        elif all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt):
+            items = [list(p) for p in prompt]
+        else:
+            items = None
+        if items is not None:
+            if len(items) > MAX_PROMPTS:
+                raise RequestError(f"'prompt' has {len(items)} prompts; at most {MAX_PROMPTS} per request",
+                                   param="prompt")
+            return items
+    raise RequestError("'prompt' is required: a string, a list of strings, a list of token ids or a list of "
+                       "lists of token ids", param="prompt")
+
+
+def parse_chat(body: dict[str, Any]) -> ChatParams:
+    _check_supported(body, CHAT_PARAMS)
+    model = _model(body)
+    messages = _messages(body)
+    stream, include_usage = _stream(body)
+    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options"})
+    max_tokens_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    return ChatParams(model, messages, _sampling(body, max_tokens_param), max_tokens_param, stream, include_usage)
+
+
+def parse_completion(body: dict[str, Any]) -> CompletionParams:
+    _check_supported(body, COMPLETION_PARAMS)
+    model = _model(body)
+    prompts = _prompts(body)
+    stream, include_usage = _stream(body)
+    _check_types("completion", body, skip={"prompt", "stop", "stream", "stream_options"})
+    return CompletionParams(model, prompts, _sampling(body, "max_tokens"), stream, include_usage)
+
+
+SAMPLING_PARAMS = {"max_tokens", "temperature", "top_p", "stop", "seed"}
+
+
+def parse_sampling(params: dict[str, Any], *, default_temperature: float = 0.0) -> Sampling:
+    """Generation settings from a plain mapping (KServe v1/v2 ``parameters``); greedy unless told."""
+    if not isinstance(params, dict):
+        raise RequestError(f"parameters must be an object, got {type(params).__name__}")
+    _check_supported(params, SAMPLING_PARAMS)
+    _check_types("completion", params, skip={"stop"})
+    return _sampling({"temperature": default_temperature, **params}, "max_tokens")

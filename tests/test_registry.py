@@ -1,0 +1,220 @@
+"""`amopo register` and models:/ resolution, on the embedded sqlite store and on a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amopo.registry import RegistryError
+from helpers.processes import free_port, start_mlflow_server
+from helpers.registry import make_training_output, write_eval_metrics
+
+EVAL = dict(pref_accuracy__mean_dimensions=0.7, winrate__lc=0.55, dimension__helpfulness__delta=0.1)
+
+
+def _register(train_dir, uri, name, evals=None, **kw) -> dict:
+    from amopo.registry.register import RegisterConfig, register
+
+    return register(RegisterConfig(train_dir=str(train_dir), eval_metrics=str(evals) if evals else None,
+                                   name=name, tracking_uri=uri, **kw))
+
+
+def _client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def _local(uri: str):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    return Path(urlparse(uri).path)
+
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory, tiny_model_dir):
+    """A sqlite store holding one registration of the tiny model; returns (uri, train_dir, evals, summary)."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    train_dir = make_training_output(root / "train", tiny_model_dir)
+    evals = write_eval_metrics(root / "eval" / "metrics.json", **EVAL)
+    return uri, train_dir, evals, _register(train_dir, uri, "tiny", evals)
+
+
+def test_register_creates_a_challenger_with_lineage_and_metric_tags(sqlite_store):
+    uri, _, _, summary = sqlite_store
+    assert summary["version"] == 1 and not summary["reused"]
+    mv = _client(uri).get_model_version_by_alias("tiny", "challenger")
+    assert str(mv.version) == "1"
+    tags = mv.tags
+    assert tags["amopo.training_run_id"] == "train-run-1"
+    assert tags["amopo.base_model"] == "embedded:smollm2-135m-instruct"
+    assert tags["amopo.objective"] == "amopo"
+    # Training summary flattened with "/", eval metrics as they are.
+    assert float(tags["metric.heldout_final/accuracy/overall"]) == 0.75
+    assert float(tags["metric.pref_accuracy/mean_dimensions"]) == 0.7
+    assert float(tags["metric.dimension/helpfulness/delta"]) == 0.1
+    assert not any(k.startswith("metric.") and "model_dir" in k for k in tags)
+    run = _client(uri).get_run(mv.run_id)
+    assert run.data.metrics["winrate/lc"] == 0.55 and run.info.status == "FINISHED"
+
+
+def test_one_artifact_path_holds_the_exact_hf_folder(sqlite_store, tiny_model_dir):
+    _, _, _, summary = sqlite_store
+    folder = _local(summary["hf_artifact_uri"])
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        assert (folder / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name
+    assert (folder.parent / "MLmodel").is_file()   # MLflow's transformers flavour beside it
+
+
+def test_models_uri_resolves_to_the_hf_folder(sqlite_store, tmp_path):
+    from amopo.models import load_model, load_tokenizer
+    from amopo.registry.resolve import download_hf_folder, hf_artifact_uri
+
+    uri, _, _, summary = sqlite_store
+    assert hf_artifact_uri("models:/tiny@challenger", uri) == summary["hf_artifact_uri"]
+    assert hf_artifact_uri("models:/tiny/1", uri) == summary["hf_artifact_uri"]
+    local = download_hf_folder("models:/tiny@challenger", uri, cache_root=tmp_path)
+    assert local == tmp_path / "tiny" / "1"
+    assert load_model(str(local)).config.vocab_size == len(load_tokenizer(str(local)))
+    assert download_hf_folder("models:/tiny@challenger", uri, cache_root=tmp_path) == local   # cached
+
+
+def test_serve_resolves_models_uris(sqlite_store, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from amopo.serving.errors import ServingError
+    from amopo.serving.server import resolve_model_dir
+
+    uri, _, _, _ = sqlite_store
+    monkeypatch.setenv("AMOPO_CACHE", str(tmp_path))
+    local = Path(resolve_model_dir("models:/tiny@challenger", uri))
+    assert local.is_relative_to(tmp_path) and (local / "model.safetensors").is_file()
+    with pytest.raises(ServingError, match="no alias 'nope'"):
+        resolve_model_dir("models:/tiny@nope", uri)
+
+
+@pytest.mark.parametrize("bad", ["models:/", "models:/a@", "models:/a/b", "runs:/x/model"])
+def test_malformed_models_uris(bad):
+    from amopo.registry.resolve import parse_models_uri
+
+    with pytest.raises(RegistryError, match="expected models:/NAME@ALIAS"):
+        parse_models_uri(bad)
+
+
+@pytest.mark.slow
+def test_pyfunc_loads_the_registered_model(sqlite_store):
+    import mlflow
+
+    uri, _, _, _ = sqlite_store
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/tiny@challenger")
+    out = model.predict(["hello the"], params={"max_new_tokens": 3})
+    assert isinstance(out, list) and len(out) == 1 and isinstance(out[0], str)
+
+
+def test_registering_again_reuses_the_version(sqlite_store):
+    uri, train_dir, evals, first = sqlite_store
+    again = _register(train_dir, uri, "tiny", evals)
+    assert again["reused"] and again["version"] == first["version"]
+    assert len(_client(uri).search_model_versions("name='tiny'")) == 1
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no_model", "no such model folder"),
+    ("bin_weights", "no \\*.safetensors weights"),
+    ("no_tokenizer", "no tokenizer files"),
+    ("eval_not_number", "key 'winrate/lc' must be a finite number"),
+    ("eval_not_json", "not valid JSON"),
+])
+def test_bad_inputs_fail_before_anything_is_registered(sqlite_store, tmp_path, tiny_model_dir, breakage, message):
+    uri = sqlite_store[0]
+    train_dir = make_training_output(tmp_path / "train", tiny_model_dir)
+    evals = write_eval_metrics(tmp_path / "eval.json", **EVAL)
+    model = train_dir / "model"
+    if breakage == "no_model":
+        import shutil
+        shutil.rmtree(model)
+    elif breakage == "bin_weights":
+        (model / "model.safetensors").rename(model / "pytorch_model.bin")
+    elif breakage == "no_tokenizer":
+        (model / "tokenizer.json").unlink()
+        (model / "tokenizer_config.json").unlink()
+    elif breakage == "eval_not_number":
+        evals.write_text(json.dumps({"winrate/lc": "high"}))
+    else:
+        evals.write_text("{not json")
+    with pytest.raises(RegistryError, match=message):
+        _register(train_dir, uri, "broken", evals)
+    assert _client(uri).search_registered_models("name='broken'") == []
+
+
+def test_a_failure_after_the_version_exists_rolls_it_back(sqlite_store, tmp_path, tiny_model_dir):
+    # MLflow refuses the reserved alias "latest" only when it is set, i.e. after the version was created.
+    uri = sqlite_store[0]
+    train_dir = make_training_output(tmp_path / "train", tiny_model_dir)
+    with pytest.raises(RegistryError, match="nothing was registered"):
+        _register(train_dir, uri, "rollback", alias="latest")
+    assert _client(uri).search_registered_models("name='rollback'") == []
+    runs = _client(uri).search_runs([_client(uri).get_experiment_by_name("amopo-registry").experiment_id],
+                                    "tags.mlflow.runName = 'register-rollback'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_unreachable_server_is_retried_then_fails_clearly(tiny_model_dir, tmp_path):
+    train_dir = make_training_output(tmp_path / "train", tiny_model_dir)
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RegistryError, match=r"cannot reach the MLflow server at .* after 3 attempt\(s\)"):
+        _register(train_dir, dead, "tiny", connect_attempts=3, connect_backoff_s=0.05)
+
+
+def test_register_cli(sqlite_store, capsys):
+    from amopo.cli import main
+
+    uri, train_dir, evals, first = sqlite_store
+    assert main(["register", "--train-dir", str(train_dir), "--eval-metrics", str(evals.parent),
+                 "--name", "tiny", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"hf_artifact_uri: {first['hf_artifact_uri']}" in out
+    assert main(["register", "--train-dir", str(train_dir / "nope"), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such training output folder" in err and len(err.splitlines()) == 1
+
+
+# --- a real `mlflow server` over HTTP (sqlite backend, proxied artifacts) -------------------------
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    server.stop()
+
+
+@pytest.mark.slow
+def test_round_trip_and_gate_over_http(mlflow_server, tiny_model_dir, tmp_path):
+    from amopo.registry.promote import PromoteConfig, promote
+    from amopo.registry.resolve import download_hf_folder, hf_artifact_uri
+
+    uri = mlflow_server
+    train_dir = make_training_output(tmp_path / "train", tiny_model_dir)
+    good = write_eval_metrics(tmp_path / "good.json", **EVAL)
+    first = _register(train_dir, uri, "served", good)
+    assert first["hf_artifact_uri"].startswith("mlflow-artifacts:/")
+    local = download_hf_folder("models:/served@challenger", uri, cache_root=tmp_path / "cache")
+    assert (local / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    assert (local / "tokenizer.json").is_file()
+
+    gate = PromoteConfig(name="served", tracking_uri=uri, gate_thresholds=["winrate/lc>=0.5"])
+    assert promote(gate)["promoted"]    # the first model
+    assert hf_artifact_uri("models:/served@champion", uri) == first["hf_artifact_uri"]
+
+    worse = write_eval_metrics(tmp_path / "worse.json", **{**EVAL, "pref_accuracy__mean_dimensions": 0.6})
+    second = _register(train_dir, uri, "served", worse)
+    assert second["version"] == first["version"] + 1
+    decision = promote(gate)
+    assert not decision["promoted"] and decision["champion_version"] == first["version"]
+    tags = _client(uri).get_model_version("served", str(second["version"])).tags
+    assert tags["amopo.gate.decision"] == "rejected"
+    assert _register(train_dir, uri, "served", worse)["reused"]
