@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, check_pair, ensure_some,
-                                is_number, open_rows, reject)
+                                is_number, open_rows, record_failer, reject, require_keys)
 from amopo.data.records import PreferencePair, Response
 from amopo.errors import ConfigError, DataError
 
@@ -28,17 +28,8 @@ TIE_RULES = ("sum-others", "drop")
 
 def parse_row(row: Any, *, file: str, line: int, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, Response]:
     """One raw row → (prompt, scored response); DataError names the row and column."""
-
-    def fail(message: str, fieldname: str | None, reason: str):
-        raise DataError(message, file=file, line=line, field=fieldname, reason=reason)
-
-    if isinstance(row, DataError):
-        raise row
-    if not isinstance(row, dict):
-        fail(f"expected a JSON object, got {type(row).__name__}", None, "not_object")
-    for column in ("prompt", "response", *ATTRIBUTES):
-        if column not in row:
-            fail("missing column", column, "missing_field")
+    fail = record_failer(file, line)
+    require_keys(row, ("prompt", "response", *ATTRIBUTES), fail, noun="column")
     for column in ("prompt", "response"):
         text = row[column]
         if not isinstance(text, str):

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from amopo.data.dimensions import KNOWN, Dimension, in_range, split_source
 from amopo.data.records import PreferencePair, Response
@@ -163,10 +163,7 @@ def check_pair(pair: PreferencePair, *, max_chars: int = DEFAULT_MAX_CHARS,
     """Checks every pair passes whatever its source: non-empty, distinct, bounded texts and
     known-dimension scores within their scale (``known``, see ``dimensions.registry``).
     Raises DataError naming the pair's source and field."""
-    file, line = split_source(pair.source)
-
-    def fail(message: str, fieldname: str, reason: str) -> None:
-        raise DataError(message, file=file, line=line, field=fieldname, reason=reason)
+    fail = record_failer(*split_source(pair.source))
 
     for fieldname, text in (("prompt", pair.prompt), ("chosen.response", pair.chosen.text),
                             ("rejected.response", pair.rejected.text)):
@@ -228,17 +225,31 @@ def _parse_response(value: Any, which: str, fail) -> Response:
     return Response(text, scores, reward)
 
 
-def parse_record(obj: Any, *, file: str, line: int) -> PreferencePair:
-    """One AMoPO record → PreferencePair (structure and types only; see ``check_pair``)."""
+def record_failer(file: str, line: int) -> Callable[[str, str | None, str], NoReturn]:
+    """``fail(message, field, reason)`` raising a DataError that names ``file`` and ``line``."""
 
-    def fail(message: str, fieldname: str | None, reason: str):
+    def fail(message: str, fieldname: str | None, reason: str) -> NoReturn:
         raise DataError(message, file=file, line=line, field=fieldname, reason=reason)
 
-    if not isinstance(obj, dict):
-        fail(f"expected a JSON object, got {type(obj).__name__}", None, "not_object")
-    for key in ("prompt", "chosen", "rejected"):
-        if key not in obj:
-            fail("missing field", key, "missing_field")
+    return fail
+
+
+def require_keys(row: Any, keys: Sequence[str], fail, *, noun: str = "field") -> dict:
+    """``row`` as a JSON object holding ``keys``; a row that failed to parse is re-raised."""
+    if isinstance(row, DataError):
+        raise row
+    if not isinstance(row, dict):
+        fail(f"expected a JSON object, got {type(row).__name__}", None, "not_object")
+    for key in keys:
+        if key not in row:
+            fail(f"missing {noun}", key, "missing_field")
+    return row
+
+
+def parse_record(obj: Any, *, file: str, line: int) -> PreferencePair:
+    """One AMoPO record → PreferencePair (structure and types only; see ``check_pair``)."""
+    fail = record_failer(file, line)
+    require_keys(obj, ("prompt", "chosen", "rejected"), fail)
     if not isinstance(obj["prompt"], str):
         fail(f"expected a string, got {type(obj['prompt']).__name__}", "prompt", "bad_type")
     chosen = _parse_response(obj["chosen"], "chosen", fail)

@@ -20,7 +20,7 @@ import random
 from typing import Any
 
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, check_pair, ensure_some,
-                                is_number, open_rows, reject)
+                                is_number, open_rows, record_failer, reject, require_keys)
 from amopo.data.dimensions import registry
 from amopo.data.records import PreferencePair, Response
 from amopo.errors import ConfigError, DataError
@@ -51,17 +51,8 @@ def _rating(value: Any, fieldname: str, fail) -> float | None:
 def parse_row(row: Any, *, file: str, line: int, max_chars: int = DEFAULT_MAX_CHARS
               ) -> tuple[str, list[Response]]:
     """One row → (prompt, completions with their rated aspects); DataError names row and field."""
-
-    def fail(message: str, fieldname: str | None, reason: str):
-        raise DataError(message, file=file, line=line, field=fieldname, reason=reason)
-
-    if isinstance(row, DataError):
-        raise row
-    if not isinstance(row, dict):
-        fail(f"expected a JSON object, got {type(row).__name__}", None, "not_object")
-    for column in ("instruction", "completions"):
-        if column not in row:
-            fail("missing column", column, "missing_field")
+    fail = record_failer(file, line)
+    require_keys(row, ("instruction", "completions"), fail, noun="column")
     prompt = row["instruction"]
     if not isinstance(prompt, str):
         fail(f"expected a string, got {type(prompt).__name__}", "instruction", "bad_type")
