@@ -12,6 +12,7 @@ import torch
 
 from amopo.errors import ConfigError, ModelError
 from amopo.evaluate.evaluate import EvaluateConfig, evaluate
+from amopo.evaluate.heldout import heldout_preference_accuracy
 from amopo.evaluate.judge_prompts import load_prompt_set
 from amopo.evaluate.judges import LocalJudge
 from amopo.evaluate.lm_eval_tasks import flatten_results, metric_key, run_lm_eval, shipped_tasks
@@ -126,10 +127,15 @@ def test_evaluate_end_to_end_into_the_training_run(trained, tiny_model_dir):
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics["judge/unparseable"] == 0 and metrics["winrate/n"] == 5
     assert 0 <= metrics["winrate/raw"] <= 1 and metrics["winrate/raw_se"] > 0
-    # Same model, rows and cutoff as the trainer's own final held-out evaluation: same numbers.
-    final = train_summary["heldout_final"]
-    assert metrics["pref_accuracy/mean_dimensions"] == pytest.approx(final["accuracy/mean_dimensions"])
-    assert metrics["pref_margin/helpfulness"] == pytest.approx(final["margin/helpfulness"], abs=1e-5)
+    # Same model, eval split and cutoff as the trainer's own final held-out evaluation: its numbers
+    # are reused (with the base model's beside them), and measuring again gives the same ones.
+    final, base = train_summary["heldout_final"], train_summary["heldout_base"]
+    assert metrics["pref_accuracy/mean_dimensions"] == final["accuracy/mean_dimensions"]
+    assert metrics["pref_base_accuracy/mean_dimensions"] == base["accuracy/mean_dimensions"]
+    again = heldout_preference_accuracy(str(root / "train" / "model"), str(root / "data"), max_length=128,
+                                        progress=False)
+    assert again["pref_accuracy/mean_dimensions"] == pytest.approx(final["accuracy/mean_dimensions"])
+    assert again["pref_margin/helpfulness"] == pytest.approx(final["margin/helpfulness"], abs=1e-5)
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 5 and (out / "samples.csv").read_text().count("\n") >= 6
@@ -162,6 +168,7 @@ def test_rerun_replaces_the_output_and_can_log_to_a_linked_run(trained):
     second = evaluate(EvaluateConfig(**base))
     metrics = json.loads((out / "metrics.json").read_text())
     assert first["pref_accuracy/pairs"] == 2 and metrics["pref_accuracy/pairs"] == 6
+    assert "pref_base_accuracy/plain" not in first        # other settings than training's: measured anew
     assert sorted(p.name for p in out.iterdir()) == ["eval_config.yaml", "metrics.json", "report.json",
                                                      "training_curves.png"]
     assert not [p for p in root.iterdir() if p.name.startswith(".eval-rerun")]   # no temp folders left

@@ -292,10 +292,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             part, rows = _pairwise(cfg, baseline, tmp, report)
             metrics.update(part)
         if cfg.data:
-            from amopo.evaluate.heldout import heldout_preference_accuracy
+            from amopo.evaluate.heldout import heldout_preference_accuracy, reuse_training_heldout
 
-            metrics.update(heldout_preference_accuracy(cfg.model, cfg.data, max_length=cfg.max_length,
-                                                       max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+            reused = training and reuse_training_heldout(training.folder, cfg.data, max_length=cfg.max_length,
+                                                         max_pairs=cfg.pref_max_pairs)
+            if reused:
+                print("evaluate: held-out preference accuracy taken from the training run (same model, eval split "
+                      "and settings)", flush=True)
+            metrics.update(reused or heldout_preference_accuracy(cfg.model, cfg.data, max_length=cfg.max_length,
+                                                                 max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
         if cfg.tasks:
             from amopo.evaluate.lm_eval_tasks import run_lm_eval
 

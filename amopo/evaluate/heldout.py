@@ -11,6 +11,10 @@ is ranked correctly when ā(y_w | v) > ā(y_l | v)) and names its results for th
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from amopo.errors import DataError
 
 
@@ -32,13 +36,45 @@ def heldout_preference_accuracy(model: str, data: str, *, max_length: int = 1024
     net = load_model(model).to(device)
     res = preference_accuracy(net, rows, split.dimensions, pad_id=tokenizer.pad_token_id, device=device,
                               batch_size=batch_size, progress=progress)
+    return report_names(res)
+
+
+def report_names(res: dict[str, float], prefix: str = "pref") -> dict[str, float]:
+    """``accuracy/<v>`` → ``{prefix}_accuracy/<v>``, ``margin/<v>`` → ``{prefix}_margin/<v>``, pairs kept."""
     out = {}
     for key, value in res.items():
         kind, _, variant = key.partition("/")
-        if kind == "accuracy":
-            out[f"pref_accuracy/{variant}"] = value
-        elif kind == "margin":
-            out[f"pref_margin/{variant}"] = value
-    out.setdefault("pref_accuracy/mean_dimensions", out["pref_accuracy/plain"])
-    out["pref_accuracy/pairs"] = float(res["pairs"])
+        if kind in ("accuracy", "margin"):
+            out[f"{prefix}_{kind}/{variant}"] = value
+    out.setdefault(f"{prefix}_accuracy/mean_dimensions", out[f"{prefix}_accuracy/plain"])
+    out[f"{prefix}_accuracy/pairs"] = float(res["pairs"])
+    return out
+
+
+def heldout_fingerprint(data: str | Path, *, max_length: int, max_pairs: int, accumulate_prefixes: bool) -> dict:
+    """What decides a held-out measurement besides the model: the eval split's bytes and the settings."""
+    raw = Path(data, "eval.jsonl").read_bytes()
+    pairs = sum(1 for line in raw.splitlines() if line.strip())
+    return {"eval_sha256": hashlib.sha256(raw).hexdigest(), "max_length": int(max_length),
+            "pairs": min(max_pairs or pairs, pairs), "accumulate_prefixes": bool(accumulate_prefixes)}
+
+
+def reuse_training_heldout(training_folder: str | Path, data: str | Path, *, max_length: int,
+                           max_pairs: int) -> dict[str, float] | None:
+    """The training run's own held-out measurement of its final model, when it was taken on the same
+    eval split with the same settings as asked here; else None (the caller measures).
+
+    Adds the base model's accuracy as ``pref_base_accuracy/*`` when the run measured it too.
+    """
+    metrics_file = Path(training_folder, "metrics.json")
+    try:
+        trained = json.loads(metrics_file.read_text(encoding="utf-8"))
+        wanted = heldout_fingerprint(data, max_length=max_length, max_pairs=max_pairs, accumulate_prefixes=False)
+    except (OSError, ValueError):
+        return None
+    if trained.get("heldout_fingerprint") != wanted or "heldout_final" not in trained:
+        return None
+    out = report_names(trained["heldout_final"])
+    if "heldout_base" in trained:
+        out.update(report_names(trained["heldout_base"], prefix="pref_base"))
     return out

@@ -23,6 +23,7 @@ import torch
 
 from amopo import config as config_lib
 from amopo.errors import ConfigError
+from amopo.evaluate.heldout import heldout_fingerprint
 from amopo.evaluate.preference import preference_accuracy
 from amopo.models import load_model, load_tokenizer
 from amopo.tracking import Run
@@ -257,6 +258,9 @@ def train(cfg: TrainConfig) -> dict:
 
     if heldout_rows:
         summary["heldout_final"] = evaluate("final")
+        summary["heldout_fingerprint"] = heldout_fingerprint(cfg.data, max_length=cfg.max_length,
+                                                             max_pairs=cfg.eval_max_pairs,
+                                                             accumulate_prefixes=cfg.accumulate_prefixes)
         accelerator.print(f"held-out preference accuracy (trained): {_fmt_acc(summary['heldout_final'])}")
     model_dir = _write_model(cfg, model, tokenizer, accelerator, out)
     summary.update(model_dir=str(model_dir), metrics_path=str(out / "metrics.json"),
