@@ -64,6 +64,11 @@ def _print_outputs(summary) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pipeline"]:
+        from pipelines.cli import main as pipeline_main   # the KFP side, outside the library
+
+        return pipeline_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cls, fn = _load(args.command)

@@ -64,8 +64,9 @@ def parse_threshold(text: str) -> Threshold:
 
 def decide(candidate: dict[str, float], champion: dict[str, float] | None, *, metric: str = DEFAULT_METRIC,
            min_improvement: float = 0.0, thresholds: Sequence[Threshold] = (),
-           higher_is_better: bool = True) -> Decision:
-    """Apply the gate (see the module docstring). ``champion`` is None when there is none.
+           higher_is_better: bool = True, rival: str = "champion") -> Decision:
+    """Apply the gate (see the module docstring). ``champion`` is None when there is none;
+    ``rival`` names it in the reasons.
 
     Every reason is recorded, passing or failing, so the decision can be read back from the version.
     """
@@ -83,15 +84,37 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, *, me
     if metric not in candidate:
         return Decision(False, reasons + [f"the candidate has no primary metric '{metric}'"])
     if champion is None:
-        reasons.append(f"no champion yet; {metric}={candidate[metric]:g}")
+        reasons.append(f"no {rival} yet; {metric}={candidate[metric]:g}")
         return Decision(ok, reasons)
     if metric not in champion:
-        return Decision(False, reasons + [f"the champion has no '{metric}' to compare with"])
+        return Decision(False, reasons + [f"the {rival} has no '{metric}' to compare with"])
     gain = candidate[metric] - champion[metric]
     if not higher_is_better:
         gain = -gain
     beats = gain > 0 and gain >= min_improvement - 1e-12
     verdict = "beats" if beats else "does not beat"
-    reasons.append(f"{metric}: {candidate[metric]:g} vs champion {champion[metric]:g} "
-                   f"(improvement {gain:+g}, required ≥ {min_improvement:g} and > 0) {verdict} the champion")
+    reasons.append(f"{metric}: {candidate[metric]:g} vs {rival} {champion[metric]:g} "
+                   f"(improvement {gain:+g}, required ≥ {min_improvement:g} and > 0) {verdict} the {rival}")
     return Decision(ok and beats, reasons)
+
+
+def base_metric(metric: str) -> str:
+    """The eval report's key for the base model's value of ``metric``: pref_accuracy/x → pref_base_accuracy/x."""
+    kind, sep, rest = metric.partition("_")
+    return f"{kind}_base_{rest}" if sep else f"base_{metric}"
+
+
+def decide_against_base(metrics: dict[str, float], *, metric: str = DEFAULT_METRIC, min_improvement: float = 0.0,
+                        thresholds: Sequence[Threshold] = (), require_base: bool = True) -> Decision:
+    """The pre-registration gate: every threshold holds AND the trained model beats its own base
+    model on ``metric`` (``metrics[base_metric(metric)]``, measured by the same evaluation).
+
+    Without a base measurement the decision fails when ``require_base``, else rests on the thresholds.
+    """
+    key = base_metric(metric)
+    if key not in metrics:
+        if require_base:
+            return Decision(False, [f"no base-model measurement '{key}' to compare {metric} with"])
+        return decide(metrics, None, metric=metric, thresholds=thresholds, rival="base-model measurement")
+    return decide(metrics, {metric: metrics[key]}, metric=metric, min_improvement=min_improvement,
+                  thresholds=thresholds, rival="base model")

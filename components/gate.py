@@ -1,0 +1,28 @@
+"""Gate: may this model be registered? Thresholds on its evaluation AND it beats its own base model."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improvement: float, thresholds: str,
+               decision: dsl.Output[dsl.Markdown]) -> NamedTuple("GateOutputs", passed=bool, reasons=str):
+    """``thresholds``: comma-separated "key>=value" conditions on the evaluation's metrics.json.
+    Returns whether the gate passed and its reasons (also written to ``decision``)."""
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from amopo.registry.gate import decide_against_base, parse_threshold
+
+    flat = json.loads((Path(results.path) / "metrics.json").read_text())
+    verdict = decide_against_base(flat, metric=gate_metric, min_improvement=min_improvement,
+                                  thresholds=[parse_threshold(t) for t in thresholds.split(",") if t.strip()])
+    lines = [f"**gate: {'passed' if verdict.promote else 'rejected'}**", ""] + [f"- {r}" for r in verdict.reasons]
+    Path(decision.path).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    outputs = namedtuple("GateOutputs", ["passed", "reasons"])
+    return outputs(verdict.promote, "; ".join(verdict.reasons))

@@ -1,0 +1,31 @@
+"""Promote: move alias "champion" to the served challenger when it beats the current champion."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote_model(registered_name: str, version: int, gate_metric: str, min_improvement: float, thresholds: str,
+                  mlflow_tracking_uri: str, decision: dsl.Output[dsl.Markdown]
+                  ) -> NamedTuple("PromoteOutputs", promoted=bool, champion_version=int):
+    """The registry gate (thresholds AND beats the champion on ``gate_metric``; the first version only
+    needs the thresholds); its reasons are recorded on the version and in ``decision``."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from amopo.registry.promote import PromoteConfig, promote
+
+    cfg = PromoteConfig(name=registered_name, version=version, gate_metric=gate_metric,
+                        gate_min_improvement=min_improvement,
+                        gate_thresholds=[t.strip() for t in thresholds.split(",") if t.strip()],
+                        tracking_uri=mlflow_tracking_uri or None)
+    cfg.validate()
+    summary = promote(cfg)
+    verdict = "promoted to champion" if summary["promoted"] else "not promoted"
+    lines = [f"**version {summary['version']}: {verdict}** (champion: {summary['champion_version']})", ""]
+    Path(decision.path).write_text("\n".join(lines + [f"- {r}" for r in summary["reasons"]]) + "\n")
+    outputs = namedtuple("PromoteOutputs", ["promoted", "champion_version"])
+    return outputs(bool(summary["promoted"]), int(summary["champion_version"] or 0))

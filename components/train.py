@@ -1,0 +1,67 @@
+"""Train: AMoPO or a baseline on the prepared data, here (1..N processes) or as a Kubeflow Trainer
+TrainJob across nodes."""
+
+from kfp import dsl
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str, beta: float, gamma: float,
+                learning_rate: float, max_steps: int, batch_size: int, grad_accum: int, max_length: int,
+                train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str, launcher: str,
+                num_processes: int, num_nodes: int, gpus_per_node: int, accelerate_config: str, image: str,
+                namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list,
+                timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
+                curves: dsl.Output[dsl.HTML]) -> str:
+    """Writes the training output folder (model/, metrics.json, train_config.yaml, history.jsonl,
+    training_curves.png) as ``model``; logs held-out accuracy before/after to ``metrics``; returns
+    the MLflow run id.
+
+    launcher "local": ``num_processes`` processes in this container (torchrun when > 1).
+    launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` reading and writing the
+    workspace PVC (mounted here at /workspace too), followed to its end; the output is copied back.
+    ``train_options``: any other `amopo train` option by name (e.g. {"lora": true}).
+    """
+    import json
+    import shutil
+    from pathlib import Path
+
+    from amopo.report_html import html_page
+
+    options = {**train_options, "data": dataset.path, "model": base_model, "loss": objective, "beta": beta,
+               "gamma": gamma, "lr": learning_rate, "max_steps": max_steps, "batch_size": batch_size,
+               "grad_accum": grad_accum, "max_length": max_length, "mlflow_experiment": mlflow_experiment,
+               "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": model.path}
+    if launcher == "local":
+        from amopo import config as config_lib
+        from amopo.train.config import TrainConfig
+        from amopo.train.launch import run_local
+
+        summary = run_local(config_lib.from_dict(TrainConfig, options, "train options"), num_processes)
+    elif launcher == "trainjob":
+        from amopo.cluster.launch_training import train_on_cluster
+
+        summary = train_on_cluster(options, workspace="/workspace", image=image, namespace=namespace,
+                                   workspace_pvc=workspace_pvc, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+                                   accelerate_config=accelerate_config, node_selector=node_selector,
+                                   tolerations=tolerations, timeout_s=timeout_minutes * 60.0)
+    else:
+        raise ValueError(f"launcher must be 'local' or 'trainjob', got {launcher!r}")
+
+    shutil.rmtree(Path(model.path) / "checkpoints", ignore_errors=True)   # resumable state is not the model
+    for tag in ("base", "final"):
+        for key, value in (summary.get(f"heldout_{tag}") or {}).items():
+            metrics.log_metric(f"heldout_{tag}/{key}", float(value))
+    model.metadata.update({"objective": objective, "base_model": base_model, "steps": summary.get("steps"),
+                           "mlflow_run_id": summary.get("mlflow_run_id"), "framework": "transformers"})
+    table = {"objective": objective, "base model": base_model, "steps": summary.get("steps"),
+             "world size": summary.get("world_size"), "MLflow run": summary.get("mlflow_run_id")}
+    for tag in ("base", "final"):
+        held = summary.get(f"heldout_{tag}") or {}
+        if "accuracy/mean_dimensions" in held:
+            table[f"held-out accuracy ({tag})"] = held["accuracy/mean_dimensions"]
+    Path(curves.path).write_text(html_page("Training", table=table,
+                                           figures=[Path(model.path) / "training_curves.png"]))
+    print(json.dumps({k: v for k, v in table.items()}, default=str))
+    return summary.get("mlflow_run_id") or ""

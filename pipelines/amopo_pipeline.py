@@ -1,0 +1,153 @@
+"""The pipeline: prepare → train → evaluate → gate → [register → deploy → smoke test → promote],
+inside an exit handler that cleans up whatever happened.
+
+Every parameter's default is the embedded one-machine setting (shipped sample data, SmolLM2-135M,
+sqlite MLflow, `amopo serve` on 127.0.0.1); on a cluster set launcher="trainjob",
+deploy_target="kserve" and the MLflow server's URI. Credentials never travel as parameters: pods
+read them from Kubernetes Secrets as environment variables (all optional):
+
+    amopo-mlflow  username, password             → MLFLOW_TRACKING_USERNAME / _PASSWORD
+    amopo-s3      access-key, secret-key, endpoint → AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+                                                     MLFLOW_S3_ENDPOINT_URL
+    amopo-judge   api-key                        → AMOPO_JUDGE_API_KEY
+"""
+
+from kfp import dsl, kubernetes
+
+from components.cleanup import clean_up
+from components.deploy import deploy_model
+from components.evaluate import evaluate_model
+from components.gate import gate_model
+from components.prepare import prepare_data
+from components.promote import promote_model
+from components.register import register_model
+from components.smoke_test import smoke_test_endpoint
+from components.train import train_model
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+WORKSPACE = "/workspace"
+_SECRETS = {
+    "amopo-mlflow": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+    "amopo-s3": {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY",
+                 "endpoint": "MLFLOW_S3_ENDPOINT_URL"},
+}
+
+
+def _with_secrets(task, *extra: tuple[str, dict]):
+    for name, keys in [*_SECRETS.items(), *extra]:
+        kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys, optional=True)
+    return task
+
+
+def _heavy(task, name: str):
+    task.set_caching_options(False)
+    task.set_display_name(name)
+    return task
+
+
+@dsl.pipeline(name="amopo", description="AMoPO multi-objective preference alignment: prepare, train, "
+                                        "evaluate, gate, register, deploy, smoke-test and promote a model.")
+def amopo_pipeline(
+    data_source: str = "sample",
+    data_format: str = "amopo",
+    eval_source: str = "",
+    dimensions: str = "",
+    base_model: str = EMBEDDED_MODEL,
+    max_length: int = 1024,
+    objective: str = "amopo",
+    beta: float = 0.8,
+    gamma: float = 2.0,
+    learning_rate: float = 1e-4,
+    max_steps: int = 24,
+    batch_size: int = 2,
+    grad_accum: int = 1,
+    train_options: dict = {"eval_max_pairs": 32, "warmup_ratio": 0.1, "seed": 42},
+    launcher: str = "local",
+    num_processes: int = 1,
+    num_nodes: int = 1,
+    gpus_per_node: int = 0,
+    accelerate_config: str = "ddp",
+    image: str = "",
+    namespace: str = "amopo",
+    workspace_pvc: str = "amopo-workspace",
+    node_selector: dict = {},
+    tolerations: list = [],
+    train_timeout_minutes: int = 1440,
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "amopo-pipeline",
+    judge: str = EMBEDDED_MODEL,
+    judge_model_name: str = "",
+    eval_dimensions: str = "",
+    eval_num_instructions: int = 16,
+    eval_max_new_tokens: int = 96,
+    lm_eval_tasks: str = "amopo_arithmetic,amopo_facts_mc",
+    lm_eval_limit: int = 20,
+    eval_options: dict = {"pref_max_pairs": 32},
+    gate_metric: str = "pref_accuracy/mean_dimensions",
+    gate_min_improvement: float = 0.0,
+    gate_thresholds: str = "",
+    registered_model_name: str = "amopo",
+    deploy_target: str = "local",
+    serving_namespace: str = "amopo",
+    serving_runtime: str = "huggingface",
+    serving_gpus: int = 1,
+    canary_traffic_percent: int = 100,
+    serving_service_account: str = "",
+    deploy_timeout_minutes: int = 15,
+    smoke_prompt: str = "In one sentence: what is a preference dataset used for?",
+    local_state_dir: str = "runs/pipeline/serving",
+    keep_serving: bool = False,
+):
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    cleanup = clean_up(target=deploy_target, state_dir=local_state_dir, run_id=run_id, keep_serving=keep_serving)
+    cleanup.set_display_name("clean up")
+    with dsl.ExitHandler(cleanup, name="amopo"):
+        prepared = _heavy(prepare_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
+                                       dimensions=dimensions, base_model=base_model, max_length=max_length),
+                          "prepare data")
+        trained = _heavy(train_model(
+            dataset=prepared.outputs["dataset"], base_model=base_model, objective=objective, beta=beta, gamma=gamma,
+            learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+            max_length=max_length, train_options=train_options, mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment, launcher=launcher, num_processes=num_processes,
+            num_nodes=num_nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config, image=image,
+            namespace=namespace, workspace_pvc=workspace_pvc, node_selector=node_selector,
+            tolerations=tolerations, timeout_minutes=train_timeout_minutes), "train")
+        _with_secrets(trained)
+        kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE)
+
+        evaluated = _heavy(evaluate_model(
+            model=trained.outputs["model"], dataset=prepared.outputs["dataset"], judge=judge,
+            judge_model_name=judge_model_name, dimensions=eval_dimensions,
+            num_instructions=eval_num_instructions, max_new_tokens=eval_max_new_tokens,
+            lm_eval_tasks=lm_eval_tasks, lm_eval_limit=lm_eval_limit, eval_options=eval_options,
+            mlflow_tracking_uri=mlflow_tracking_uri), "evaluate")
+        _with_secrets(evaluated, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
+        kubernetes.add_node_selector_json(evaluated, node_selector)
+        kubernetes.add_toleration_json(evaluated, tolerations)
+
+        gate = gate_model(results=evaluated.outputs["results"], gate_metric=gate_metric,
+                          min_improvement=gate_min_improvement, thresholds=gate_thresholds)
+        gate.set_display_name("gate")
+        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+            registered = _heavy(register_model(model=trained.outputs["model"], results=evaluated.outputs["results"],
+                                               registered_name=registered_model_name,
+                                               mlflow_tracking_uri=mlflow_tracking_uri), "register challenger")
+            _with_secrets(registered)
+            deployed = _heavy(deploy_model(
+                model_uri=registered.outputs["model_uri"], storage_uri=registered.outputs["storage_uri"],
+                target=deploy_target, service_name=registered_model_name, mlflow_tracking_uri=mlflow_tracking_uri,
+                namespace=serving_namespace, runtime=serving_runtime, image=image, gpus=serving_gpus,
+                canary_traffic_percent=canary_traffic_percent, service_account=serving_service_account,
+                state_dir=local_state_dir, run_id=run_id, timeout_minutes=deploy_timeout_minutes), "deploy")
+            _with_secrets(deployed)
+            smoked = _heavy(smoke_test_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
+                                                prompt=smoke_prompt), "smoke test")
+            kubernetes.use_secret_as_env(smoked, secret_name="amopo-serve", secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"},
+                                         optional=True)
+            promoted = _heavy(promote_model(registered_name=registered_model_name,
+                                            version=registered.outputs["version"], gate_metric=gate_metric,
+                                            min_improvement=gate_min_improvement, thresholds=gate_thresholds,
+                                            mlflow_tracking_uri=mlflow_tracking_uri), "promote champion")
+            promoted.after(smoked)
+            _with_secrets(promoted)
