@@ -9,7 +9,7 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate_model(model: dsl.Input[dsl.Model], dataset: dsl.Input[dsl.Dataset], judge: str, judge_model_name: str,
                    dimensions: str, num_instructions: int, max_new_tokens: int, lm_eval_tasks: str,
-                   lm_eval_limit: int, eval_options: dict, mlflow_tracking_uri: str,
+                   lm_eval_limit: int, heldout_max_pairs: int, eval_options: dict, mlflow_tracking_uri: str,
                    results: dsl.Output[dsl.Artifact], metrics: dsl.Output[dsl.Metrics],
                    report: dsl.Output[dsl.HTML]) -> float:
     """Writes the evaluation folder (metrics.json, report.json, samples, plots) as ``results``, every
@@ -25,7 +25,7 @@ def evaluate_model(model: dsl.Input[dsl.Model], dataset: dsl.Input[dsl.Dataset],
 
     options = {**eval_options, "model": str(Path(model.path) / "model"), "data": dataset.path,
                "judge": judge, "judge_name": judge_model_name or None, "num_instructions": num_instructions,
-               "max_new_tokens": max_new_tokens, "lm_eval_limit": lm_eval_limit,
+               "max_new_tokens": max_new_tokens, "lm_eval_limit": lm_eval_limit, "pref_max_pairs": heldout_max_pairs,
                "tasks": [t.strip() for t in lm_eval_tasks.split(",") if t.strip()],
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": results.path}
     if dimensions.strip():

@@ -9,8 +9,11 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improvement: float, thresholds: str,
-               decision: dsl.Output[dsl.Markdown]) -> NamedTuple("GateOutputs", passed=bool, reasons=str):
+               against_base: bool, decision: dsl.Output[dsl.Markdown]
+               ) -> NamedTuple("GateOutputs", passed=bool, reasons=str):
     """``thresholds``: comma-separated "key>=value" conditions on the evaluation's metrics.json.
+    ``against_base``: the model must also beat its base model on ``gate_metric`` (measured by the
+    same evaluation); when false the thresholds decide alone.
     Returns whether the gate passed and its reasons (also written to ``decision``)."""
     import json
     from collections import namedtuple
@@ -19,8 +22,9 @@ def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improveme
     from amopo.registry.gate import decide_against_base, parse_threshold
 
     flat = json.loads((Path(results.path) / "metrics.json").read_text())
-    verdict = decide_against_base(flat, metric=gate_metric, min_improvement=min_improvement,
-                                  thresholds=[parse_threshold(t) for t in thresholds.split(",") if t.strip()])
+    limits = [parse_threshold(t) for t in thresholds.split(",") if t.strip()]
+    verdict = decide_against_base(flat, metric=gate_metric, min_improvement=min_improvement, thresholds=limits,
+                                  compare=against_base)
     lines = [f"**gate: {'passed' if verdict.promote else 'rejected'}**", ""] + [f"- {r}" for r in verdict.reasons]
     Path(decision.path).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -9,7 +9,7 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str, beta: float, gamma: float,
                 learning_rate: float, max_steps: int, batch_size: int, grad_accum: int, max_length: int,
-                train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str, launcher: str,
+                heldout_max_pairs: int, train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str, launcher: str,
                 num_processes: int, num_nodes: int, gpus_per_node: int, accelerate_config: str, image: str,
                 namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list,
                 timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
@@ -21,6 +21,7 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     launcher "local": ``num_processes`` processes in this container (torchrun when > 1).
     launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` reading and writing the
     workspace PVC (mounted here at /workspace too), followed to its end; the output is copied back.
+    ``heldout_max_pairs``: held-out pairs measured before and after training (0: all).
     ``train_options``: any other `amopo train` option by name (e.g. {"lora": true}).
     """
     import json
@@ -31,7 +32,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
 
     options = {**train_options, "data": dataset.path, "model": base_model, "loss": objective, "beta": beta,
                "gamma": gamma, "lr": learning_rate, "max_steps": max_steps, "batch_size": batch_size,
-               "grad_accum": grad_accum, "max_length": max_length, "mlflow_experiment": mlflow_experiment,
+               "grad_accum": grad_accum, "max_length": max_length, "eval_max_pairs": heldout_max_pairs,
+               "mlflow_experiment": mlflow_experiment,
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": model.path}
     if launcher == "local":
         from amopo import config as config_lib

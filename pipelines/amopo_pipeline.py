@@ -6,10 +6,11 @@ sqlite MLflow, `amopo serve` on 127.0.0.1); on a cluster set launcher="trainjob"
 deploy_target="kserve" and the MLflow server's URI. Credentials never travel as parameters: pods
 read them from Kubernetes Secrets as environment variables (all optional):
 
-    amopo-mlflow  username, password             → MLFLOW_TRACKING_USERNAME / _PASSWORD
-    amopo-s3      access-key, secret-key, endpoint → AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
-                                                     MLFLOW_S3_ENDPOINT_URL
-    amopo-judge   api-key                        → AMOPO_JUDGE_API_KEY
+    amopo-mlflow-auth  MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD   (MLflow with basic auth)
+    amopo-s3           AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_S3_ENDPOINT_URL
+                       (clients write MLflow artifacts to S3 themselves; see k8s/base/mlflow.yaml)
+    amopo-judge        api-key → AMOPO_JUDGE_API_KEY     (an OpenAI-compatible judge endpoint)
+    amopo-serve        api-key → AMOPO_SERVE_API_KEY     (bearer token of the served endpoint)
 """
 
 from kfp import dsl, kubernetes
@@ -27,9 +28,8 @@ from components.train import train_model
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 WORKSPACE = "/workspace"
 _SECRETS = {
-    "amopo-mlflow": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
-    "amopo-s3": {"access-key": "AWS_ACCESS_KEY_ID", "secret-key": "AWS_SECRET_ACCESS_KEY",
-                 "endpoint": "MLFLOW_S3_ENDPOINT_URL"},
+    "amopo-mlflow-auth": {k: k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")},
+    "amopo-s3": {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
 }
 
 
@@ -61,7 +61,8 @@ def amopo_pipeline(
     max_steps: int = 24,
     batch_size: int = 2,
     grad_accum: int = 1,
-    train_options: dict = {"eval_max_pairs": 32, "warmup_ratio": 0.1, "seed": 42},
+    train_options: dict = {},
+    heldout_max_pairs: int = 32,
     launcher: str = "local",
     num_processes: int = 1,
     num_nodes: int = 1,
@@ -82,10 +83,11 @@ def amopo_pipeline(
     eval_max_new_tokens: int = 96,
     lm_eval_tasks: str = "amopo_arithmetic,amopo_facts_mc",
     lm_eval_limit: int = 20,
-    eval_options: dict = {"pref_max_pairs": 32},
+    eval_options: dict = {},
     gate_metric: str = "pref_accuracy/mean_dimensions",
     gate_min_improvement: float = 0.0,
     gate_thresholds: str = "",
+    gate_against_base: bool = True,
     registered_model_name: str = "amopo",
     deploy_target: str = "local",
     serving_namespace: str = "amopo",
@@ -108,7 +110,8 @@ def amopo_pipeline(
         trained = _heavy(train_model(
             dataset=prepared.outputs["dataset"], base_model=base_model, objective=objective, beta=beta, gamma=gamma,
             learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-            max_length=max_length, train_options=train_options, mlflow_tracking_uri=mlflow_tracking_uri,
+            max_length=max_length, heldout_max_pairs=heldout_max_pairs, train_options=train_options,
+            mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment, launcher=launcher, num_processes=num_processes,
             num_nodes=num_nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config, image=image,
             namespace=namespace, workspace_pvc=workspace_pvc, node_selector=node_selector,
@@ -120,14 +123,16 @@ def amopo_pipeline(
             model=trained.outputs["model"], dataset=prepared.outputs["dataset"], judge=judge,
             judge_model_name=judge_model_name, dimensions=eval_dimensions,
             num_instructions=eval_num_instructions, max_new_tokens=eval_max_new_tokens,
-            lm_eval_tasks=lm_eval_tasks, lm_eval_limit=lm_eval_limit, eval_options=eval_options,
+            lm_eval_tasks=lm_eval_tasks, lm_eval_limit=lm_eval_limit, heldout_max_pairs=heldout_max_pairs,
+            eval_options=eval_options,
             mlflow_tracking_uri=mlflow_tracking_uri), "evaluate")
         _with_secrets(evaluated, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
         kubernetes.add_node_selector_json(evaluated, node_selector)
         kubernetes.add_toleration_json(evaluated, tolerations)
 
         gate = gate_model(results=evaluated.outputs["results"], gate_metric=gate_metric,
-                          min_improvement=gate_min_improvement, thresholds=gate_thresholds)
+                          min_improvement=gate_min_improvement, thresholds=gate_thresholds,
+                          against_base=gate_against_base)
         gate.set_display_name("gate")
         with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             registered = _heavy(register_model(model=trained.outputs["model"], results=evaluated.outputs["results"],

@@ -63,7 +63,7 @@ def compile_pipeline(output: str | Path = COMPILED) -> Path:
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
+    tmp = output.with_name(f".tmp-{output.name}")
     compiler.Compiler().compile(amopo_pipeline, str(tmp))
     tmp.replace(output)
     return output

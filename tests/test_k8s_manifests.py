@@ -350,7 +350,8 @@ def test_mlflow_server_uses_postgres_s3_and_probes_health(overlay):
     assert line.startswith("mlflow server ") and "--host=0.0.0.0" in line and "--port=5000" in line
     assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in line
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@")
-    assert re.search(r"--artifacts-destination=s3://\S+", line)
+    # artifacts go straight to S3 so that registered models have s3:// URIs KServe can fetch
+    assert re.search(r"--default-artifact-root=s3://\S+", line) and "--no-serve-artifacts" in line
     for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                  "MLFLOW_S3_ENDPOINT_URL"):
         assert "secretKeyRef" in env[name]["valueFrom"], name

@@ -105,16 +105,16 @@ def base_metric(metric: str) -> str:
 
 
 def decide_against_base(metrics: dict[str, float], *, metric: str = DEFAULT_METRIC, min_improvement: float = 0.0,
-                        thresholds: Sequence[Threshold] = (), require_base: bool = True) -> Decision:
+                        thresholds: Sequence[Threshold] = (), compare: bool = True) -> Decision:
     """The pre-registration gate: every threshold holds AND the trained model beats its own base
     model on ``metric`` (``metrics[base_metric(metric)]``, measured by the same evaluation).
 
-    Without a base measurement the decision fails when ``require_base``, else rests on the thresholds.
+    With ``compare`` false the thresholds decide alone; with it true a missing base measurement fails.
     """
     key = base_metric(metric)
+    if not compare:
+        return decide(metrics, None, metric=metric, thresholds=thresholds, rival="comparison with the base model")
     if key not in metrics:
-        if require_base:
-            return Decision(False, [f"no base-model measurement '{key}' to compare {metric} with"])
-        return decide(metrics, None, metric=metric, thresholds=thresholds, rival="base-model measurement")
+        return Decision(False, [f"no base-model measurement '{key}' to compare {metric} with"])
     return decide(metrics, {metric: metrics[key]}, metric=metric, min_improvement=min_improvement,
                   thresholds=thresholds, rival="base model")

@@ -45,6 +45,16 @@ class TrainConfig:
     seed: int = field(42, help="seed for data order, Gaussian draws and initialisation")
     mixed_precision: str = field("auto", help="auto (bf16 where supported) | no | bf16 | fp16")
     gradient_checkpointing: bool = field(False, help="recompute activations in backward to save memory")
+    packing: bool = field(True, help="compute each prompt once for its chosen and rejected responses: one "
+                                     "row [prompt | chosen | rejected] with a block attention mask, rows "
+                                     "packed with little padding (exact; needs sdpa or eager attention, "
+                                     "else the padded layout is used)")
+    chunked_logprobs: bool = field(True, help="log-probs and probability statistics from the final hidden "
+                                              "states and the output head in chunks, on response positions "
+                                              "only, never materialising full-vocabulary logits (exact)")
+    logprob_chunk_rows: int = field(0, help="positions per chunk of the chunked log-softmax "
+                                            "(0: about 16M logits per chunk)")
+    compile: bool = field(False, help="torch.compile each transformer block (slow first steps)")
     lora: bool = field(False, help="train LoRA adapters (peft) instead of all weights")
     lora_r: int = field(16, help="LoRA rank")
     lora_alpha: int = field(32, help="LoRA alpha")
@@ -83,6 +93,8 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.logprob_chunk_rows < 0:
+            raise bad(f"logprob_chunk_rows must be >= 0, got {self.logprob_chunk_rows}")
         if self.max_steps < 0 or self.save_every < 0 or self.eval_max_pairs < 0:
             raise bad("max_steps, save_every and eval_max_pairs must be >= 0")
         if self.max_steps == 0 and self.epochs <= 0:

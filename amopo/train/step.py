@@ -1,5 +1,10 @@
 """One micro-batch: forward the 2·K sequences, apply the objective, return per-example losses.
 
+By default the K prompts of a pair are each computed once for both responses (shared-prompt
+packing, :mod:`amopo.train.packing`) and the output head runs chunk by chunk on response
+positions only (:mod:`amopo.objectives.chunked_logprobs`); both are exact rewrites of the plain
+path (``packing=False, chunked_logprobs=False``), which tests/test_fast_path.py checks.
+
 Per-example losses (not a mean) let the loop scale by the exact number of pairs in the optimizer
 step, so gradient accumulation and data parallelism give the same update as one big batch.
 """
@@ -22,23 +27,69 @@ from amopo.objectives import (
     sft_loss,
     simpo_loss,
 )
+from amopo.objectives.chunked_logprobs import chunked_token_logprobs, segment_stats
 from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
+from amopo.train.forward import (attention_mask_for, compile_decoder_layers, head_bypassed, output_head,
+                                 supports_block_mask, unwrap)
+from amopo.train.packing import block_attention_mask, collate_packed, is_packed
 
 
-def sequence_stats(model, batch: dict[str, torch.Tensor]):
-    """SeqStats of the response tokens of every sequence in ``batch`` (right-padded).
+def sequence_stats(model, batch: dict[str, torch.Tensor], *, chunked: bool = True, chunk_rows: int = 0):
+    """SeqStats of the response tokens of every sequence in ``batch``.
 
-    Only positions from the shortest prompt's last token onwards can predict a response token, so
-    the output head and the log-softmax run on that window alone (``logits_to_keep``), not on the
-    whole sequence: exactly the same statistics, less work and memory.
+    ``batch`` is either the plain right-padded layout of :func:`amopo.train.batching.pad_sequences`
+    or the shared-prompt packed layout of :func:`amopo.train.packing.pack_groups`. With ``chunked``
+    (and a plain linear output head) the head and log-softmax run chunk by chunk on the response
+    positions only, from the final hidden states; otherwise full logits are computed, for the plain
+    layout only on the window from the shortest prompt's last token on (``logits_to_keep``). Both
+    give the same statistics and gradients.
     """
+    head = output_head(model) if chunked else None
+    if is_packed(batch):
+        return _packed_stats(model, batch, head, chunk_rows)
+    if head is not None:
+        return _padded_stats_chunked(model, batch, head, chunk_rows)
     labels = batch["labels"]
     first_response = (labels != IGNORE_INDEX).float().argmax(dim=1).min().item()
     keep = labels.shape[1] - max(int(first_response) - 1, 0)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
                 logits_to_keep=keep)
     return response_token_stats(out.logits, labels[:, labels.shape[1] - keep:])
+
+
+def _token_stats(model, head, inputs: dict, predict_index, targets, seq_index, num_seqs: int, chunk_rows: int):
+    """Run ``model`` on ``inputs``; per-sequence stats of ``targets`` predicted at ``predict_index``."""
+    if head is None:
+        logits = model(**inputs, use_cache=False).logits
+        rows = logits.reshape(-1, logits.shape[-1]).index_select(0, predict_index).float()
+        logp = torch.log_softmax(rows, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    else:
+        with head_bypassed(head) as linear:
+            hidden = model(**inputs, use_cache=False).logits
+        rows = hidden.reshape(-1, hidden.shape[-1]).index_select(0, predict_index)
+        logp = chunked_token_logprobs(rows, linear.weight, targets, linear.bias, chunk_rows=chunk_rows or None)
+    return segment_stats(logp, seq_index, num_seqs)
+
+
+def _padded_stats_chunked(model, batch, head, chunk_rows: int):
+    labels = batch["labels"]
+    n, t = labels.shape
+    target = labels[:, 1:]
+    row, col = (target != IGNORE_INDEX).nonzero(as_tuple=True)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    return _token_stats(model, head, inputs, row * t + col, target[row, col], row, n, chunk_rows)
+
+
+def _packed_stats(model, batch, head, chunk_rows: int):
+    if not supports_block_mask(model):
+        raise ValueError("shared-prompt packing needs sdpa or eager attention; disable packing for this model")
+    mask = block_attention_mask(batch["segment_group"], batch["segment_kind"])
+    dtype = next(unwrap(model).parameters()).dtype
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+              "attention_mask": attention_mask_for(model, mask, dtype)}
+    return _token_stats(model, head, inputs, batch["predict_index"], batch["target_ids"], batch["seq_index"],
+                        int(batch["num_seqs"]), chunk_rows)
 
 
 def _split(t: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +125,12 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
     """
     b = len(rows)
     k = len(dimensions) if cfg.conditioned else 1
-    batch = {n: t.to(device) for n, t in collate(rows, cfg.conditioned, pad_id).items()}
-    stats = sequence_stats(model, batch)
+    if cfg.compile:
+        compile_decoder_layers(model)
+    packed = cfg.packing and supports_block_mask(model)
+    batch = collate_packed(rows, cfg.conditioned, pad_id) if packed else collate(rows, cfg.conditioned, pad_id)
+    batch = {n: t.to(device) for n, t in batch.items()}
+    stats = sequence_stats(model, batch, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows)
     beta = cfg.effective_beta
     sums: dict[str, float] = {}
 

@@ -1,0 +1,223 @@
+"""A KServe ``InferenceService`` (serving.kserve.io/v1beta1) for a trained model: built with the kserve
+SDK's models, deployed (create, or patch to roll out a new version, optionally as a canary) and
+followed until Ready.
+
+Runtimes:
+    huggingface   KServe's Hugging Face runtime (``modelFormat: huggingface``) loading ``storage_uri``
+                  (e.g. the registered model's ``.../model`` folder): the GPU path.
+    custom        this project's image running ``amopo serve --model /mnt/models --model-name NAME
+                  --host 0.0.0.0 --port 8080`` in the ``kserve-container``; KServe's storage
+                  initializer downloads ``storage_uri`` (given as the container's STORAGE_URI
+                  variable) into /mnt/models first.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+from amopo.cluster.errors import ClusterError
+from amopo.cluster.kube import api_error_text, find_condition, load_kube_client
+from amopo.cluster.pod_parts import check_name, env_list, node_selector_map, resources, tolerations_list
+
+GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
+RUNTIMES = ("huggingface", "custom")
+CUSTOM_CONTAINER = "kserve-container"  # the name KServe's webhook looks for (storage, ports)
+MODEL_MOUNT = "/mnt/models"
+SERVE_PORT = 8080
+# Ready=False reasons KServe reports while a rollout is still under way (raw deployment mode copies
+# the Deployment's Available condition); anything else False with a reason ends the wait at once.
+ROLLOUT_REASONS = {"MinimumReplicasUnavailable", "Progressing", "RevisionMissing"}
+# modelStatus.transitionStatus values that mean the model will not load without a change.
+BLOCKED_TRANSITIONS = {"BlockedByFailedLoad", "InvalidSpec"}
+
+
+def _kserve():
+    from amopo.serving.kserve_compat import kserve  # imports kserve without it parsing sys.argv
+
+    return kserve
+
+
+def inferenceservice_manifest(name: str, namespace: str, storage_uri: str, *, runtime: str = "huggingface",
+                              image: str | None = None, model_name: str | None = None, gpus: int = 1,
+                              cpu: str = "2", memory: str = "8Gi", canary_traffic_percent: int | None = None,
+                              service_account: str | None = None, env: dict[str, str] | None = None,
+                              secret_env: dict[str, str] | None = None, args: list[str] | None = None,
+                              node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
+                              min_replicas: int | None = None, max_replicas: int | None = None,
+                              labels: dict[str, str] | None = None) -> dict:
+    """The InferenceService as a JSON-ready dict (validates against KServe's CRD schema).
+
+    name, namespace     metadata; ``name`` must be a DNS-1035 label.
+    storage_uri         where the model folder is (s3://, gs://, pvc://, hf://, https://).
+    runtime             ``huggingface`` | ``custom`` (needs ``image``); see the module docstring.
+    model_name          the name it is served under (URL paths, OpenAI ``model``); custom only,
+                        default ``name`` (the Hugging Face runtime always uses ``name``).
+    gpus                ``nvidia.com/gpu`` limit (0 = CPU); cpu, memory: requests (memory also the limit).
+    canary_traffic_percent  share of traffic for the new revision when an existing service is
+                        updated (KServe ignores it on first creation); None = all traffic.
+    service_account     for storage credentials (e.g. an S3 secret annotated for KServe).
+    env / secret_env    NAME → value / NAME → ``"SECRET/KEY"`` (secret values are never read here).
+    args                extra arguments for the server (appended to the runtime's own, or to ``amopo serve``).
+    node_selector, tolerations, min_replicas, max_replicas, labels: as in a pod / predictor spec.
+    Raises ClusterError on invalid values.
+    """
+    check_name(name, "InferenceService")
+    where = f"InferenceService {namespace}/{name}"
+    if runtime not in RUNTIMES:
+        raise ClusterError(f"{where}: runtime '{runtime}' is not one of {', '.join(RUNTIMES)}")
+    if not storage_uri:
+        raise ClusterError(f"{where}: storage_uri is required")
+    if runtime == "custom" and not image:
+        raise ClusterError(f"{where}: runtime 'custom' needs image (the amopo image)")
+    if canary_traffic_percent is not None and not (isinstance(canary_traffic_percent, int)
+                                                   and 0 <= canary_traffic_percent <= 100):
+        raise ClusterError(f"{where}: canary_traffic_percent must be an integer in 0..100, "
+                           f"got {canary_traffic_percent!r}")
+    kserve = _kserve()
+    from kubernetes import client as k8s
+
+    res = resources(cpu=cpu, memory=memory, gpus=gpus, where=where)
+    env_items = env_list(env, secret_env, where)
+    extra_args = [str(a) for a in args or []]
+    predictor = kserve.V1beta1PredictorSpec(
+        canary_traffic_percent=canary_traffic_percent,
+        service_account_name=service_account,
+        node_selector=node_selector_map(node_selector, where) or None,
+        tolerations=tolerations_list(tolerations, where) or None,
+        min_replicas=min_replicas, max_replicas=max_replicas,
+    )
+    if runtime == "huggingface":
+        predictor.model = kserve.V1beta1ModelSpec(
+            model_format=kserve.V1beta1ModelFormat(name="huggingface"),
+            storage_uri=storage_uri, args=extra_args or None, env=env_items or None,
+            resources=k8s.V1ResourceRequirements(**res))
+        predictor.model.name = None  # the SDK's default "" would be sent as an empty container name
+    else:
+        serve_args = ["--model", MODEL_MOUNT, "--model-name", model_name or name, "--host", "0.0.0.0",
+                      "--port", str(SERVE_PORT), *extra_args]
+        predictor.containers = [k8s.V1Container(
+            name=CUSTOM_CONTAINER, image=image, command=["amopo", "serve"], args=serve_args,
+            env=[{"name": "STORAGE_URI", "value": storage_uri}, *env_items],
+            ports=[k8s.V1ContainerPort(container_port=SERVE_PORT, protocol="TCP")],
+            readiness_probe=k8s.V1Probe(http_get=k8s.V1HTTPGetAction(path="/v2/health/ready", port=SERVE_PORT),
+                                        period_seconds=10),
+            resources=k8s.V1ResourceRequirements(**res))]
+    isvc = kserve.V1beta1InferenceService(
+        api_version=f"{GROUP}/{VERSION}", kind=KIND,
+        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels={
+            "app.kubernetes.io/name": "amopo", "app.kubernetes.io/component": "serve", **(labels or {})}),
+        spec=kserve.V1beta1InferenceServiceSpec(predictor=predictor))
+    return k8s.ApiClient().sanitize_for_serialization(isvc)
+
+
+def isvc_state(obj: dict) -> tuple[str, str, str]:
+    """(state, reason, message) of an InferenceService dict: state is ``ready``, ``failed`` or ``waiting``.
+
+    ready: the Ready condition is True and ``status.observedGeneration`` has caught up with
+    ``metadata.generation`` (so a Ready left over from the previous spec does not count).
+    failed: ``modelStatus.transitionStatus`` is BlockedByFailedLoad/InvalidSpec, or Ready is False
+    with a reason that is not one of :data:`ROLLOUT_REASONS`.
+    """
+    status = obj.get("status") or {}
+    model = status.get("modelStatus") or {}
+    if model.get("transitionStatus") in BLOCKED_TRANSITIONS:
+        info = model.get("lastFailureInfo") or {}
+        return "failed", info.get("reason") or model["transitionStatus"], info.get("message") or ""
+    ready = find_condition(obj, "Ready")
+    if ready is None:
+        return "waiting", "", ""
+    reason, message = ready.get("reason") or "", ready.get("message") or ""
+    if ready.get("status") == "True":
+        generation = (obj.get("metadata") or {}).get("generation")
+        observed = status.get("observedGeneration")
+        if generation is not None and observed is not None and observed < generation:
+            return "waiting", "ObservedGenerationBehind", f"observed generation {observed} < {generation}"
+        return "ready", reason, message
+    if ready.get("status") == "False" and reason and reason not in ROLLOUT_REASONS:
+        if not message:  # KServe often leaves the detail on the sub-condition that failed
+            for cond in status.get("conditions") or []:
+                if cond.get("status") == "False" and cond.get("message"):
+                    message = cond["message"]
+                    break
+        return "failed", reason, message
+    return "waiting", reason, message
+
+
+def deploy_inferenceservice(manifest: dict, *, api_client=None, timeout_s: float = 1200.0, poll_s: float = 5.0,
+                            log: Callable[[str], None] = print) -> dict:
+    """Create the InferenceService ``manifest``, or merge-patch it if one of that name exists, and wait
+    until it is Ready.
+
+    On update, ``spec.predictor.canaryTrafficPercent`` is sent as given, or as null (removed: all
+    traffic to the new revision) when the manifest has none. Returns ``{"name", "namespace", "url",
+    "address_url", "action": "created" | "updated", "duration_s"}`` where ``url`` is ``status.url``
+    (else ``status.address.url``). Raises ClusterError with the reason/message of a failed
+    condition (see :func:`isvc_state`) or after ``timeout_s`` (with the last reason seen); the
+    service is never deleted here, since a failed update must not take down the serving version.
+
+    Talks to the API through ``kubernetes.client.CustomObjectsApi`` on ``api_client`` (default
+    :func:`load_kube_client`): ``kserve.KServeClient`` always loads the global kube configuration
+    and cannot be given an ApiClient, and it wraps API errors in RuntimeError, hiding the 404 that
+    tells create from update. Readiness follows ``KServeClient.is_isvc_ready`` (Ready condition and
+    observed generation).
+    """
+    from kubernetes import client
+    from kubernetes.client import ApiException
+
+    api_client = api_client or load_kube_client()
+    objects = client.CustomObjectsApi(api_client)
+    name = manifest["metadata"]["name"]
+    namespace = manifest["metadata"].get("namespace") or "default"
+    where = f"{KIND} {namespace}/{name}"
+
+    def fail(text: str, **kw) -> ClusterError:
+        return ClusterError(f"{where}: {text}", kind=KIND, namespace=namespace, name=name, **kw)
+
+    try:
+        objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        exists = True
+    except ApiException as exc:
+        if exc.status != 404:
+            raise fail(f"cannot read it ({api_error_text(exc)})") from None
+        exists = False
+    try:
+        if exists:
+            body = copy.deepcopy(manifest)
+            body["spec"]["predictor"].setdefault("canaryTrafficPercent", None)
+            objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+        else:
+            objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+    except ApiException as exc:
+        raise fail(f"{'patch' if exists else 'create'} failed ({api_error_text(exc)})") from None
+    action = "updated" if exists else "created"
+    canary = manifest["spec"]["predictor"].get("canaryTrafficPercent")
+    log(f"{where}: {action}" + (f" (canary {canary}% of traffic)" if exists and canary is not None else "")
+        + "; waiting for Ready")
+
+    start = time.monotonic()
+    reason = message = ""
+    while True:
+        try:
+            obj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise fail("disappeared while waiting for Ready (deleted by someone else?)") from None
+            obj = None
+        elapsed = time.monotonic() - start
+        if obj is not None:
+            state, reason, message = isvc_state(obj)
+            if state == "ready":
+                status = obj.get("status") or {}
+                url = status.get("url") or (status.get("address") or {}).get("url") or ""
+                address_url = (status.get("address") or {}).get("url") or ""
+                log(f"{where}: Ready after {elapsed:.0f}s at {url}")
+                return {"name": name, "namespace": namespace, "url": url, "address_url": address_url,
+                        "action": action, "duration_s": round(elapsed, 3)}
+            if state == "failed":
+                raise fail(f"not Ready: {reason}: {message}".rstrip(": "), reason=reason, message=message)
+        if elapsed >= timeout_s:
+            last = f" (last: {reason}: {message})".replace(": )", ")") if reason or message else ""
+            raise fail(f"not Ready within {timeout_s:.0f}s{last}", reason=reason or "Timeout", message=message)
+        time.sleep(min(poll_s, max(0.0, timeout_s - elapsed)))

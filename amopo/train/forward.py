@@ -1,0 +1,114 @@
+"""Forward passes that stop before the output head, and the checks that say when that is exact.
+
+The model is still called through its outermost wrapper (DDP, PEFT, accelerate), so gradient
+synchronisation and adapters behave as usual; only for the duration of the call its output head
+is swapped for a pass-through, so ``outputs.logits`` holds the final hidden states and the head is
+applied by :func:`amopo.objectives.chunked_logprobs.chunked_token_logprobs` instead.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+# Config fields that transform logits after the head; with any of them set the bypass would be wrong.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+# Attention implementations that take an arbitrary 4D mask.
+_MASK_ATTENTION = ("sdpa", "eager")
+
+
+class Head(NamedTuple):
+    owner: nn.Module
+    name: str
+    module: nn.Linear
+
+
+class _PassThrough(nn.Module):
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP / FSDP-style wrappers that keep it as ``.module``."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def _config(model: nn.Module):
+    return getattr(unwrap(model), "config", None)
+
+
+def _sharded(weight: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+        if isinstance(weight, DTensor):
+            return True
+    except ImportError:  # pragma: no cover - very old torch
+        pass
+    return weight.numel() == 0 or hasattr(weight, "ds_id")  # DeepSpeed ZeRO-3 partitions
+
+
+def output_head(model: nn.Module) -> Head | None:
+    """The plain linear output head, where logits are exactly ``head(hidden)``; else None."""
+    inner = unwrap(model)
+    if any(type(m).__name__.startswith("FullyShardedDataParallel") for m in inner.modules()):
+        return None
+    config = _config(model)
+    for attr in _LOGIT_TRANSFORMS:
+        value = getattr(config, attr, None)
+        if value not in (None, 1, 1.0, 0, 0.0, False):
+            return None
+    getter = getattr(inner, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    if type(head) is not nn.Linear or _sharded(head.weight):
+        return None
+    for name, module in inner.named_modules():
+        if module is head:
+            owner_name, _, attr = name.rpartition(".")
+            return Head(inner.get_submodule(owner_name) if owner_name else inner, attr, head)
+    return None
+
+
+@contextmanager
+def head_bypassed(head: Head) -> Iterator[nn.Linear]:
+    """Within the block, calling the model returns final hidden states in place of logits."""
+    setattr(head.owner, head.name, _PassThrough())
+    try:
+        yield head.module
+    finally:
+        setattr(head.owner, head.name, head.module)
+
+
+def supports_block_mask(model: nn.Module) -> bool:
+    """Whether the model's attention accepts a custom 4D mask (needed by shared-prompt packing)."""
+    config = _config(model)
+    return getattr(config, "_attn_implementation", None) in _MASK_ATTENTION
+
+
+def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The boolean block mask as the attention implementation wants it (eager adds a float mask)."""
+    if getattr(_config(model), "_attn_implementation", None) == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return mask
+
+
+def compile_decoder_layers(model: nn.Module) -> int:
+    """``torch.compile`` each transformer block in place (once); returns how many were compiled.
+
+    Compiling blocks rather than the whole model keeps parameter names, wrappers and the head swap
+    untouched, and every block shares one compiled graph.
+    """
+    inner = unwrap(model)
+    if getattr(inner, "_amopo_compiled", False):
+        return 0
+    count = 0
+    for module in inner.modules():
+        if type(module).__name__.endswith("DecoderLayer"):
+            module.compile(dynamic=True)
+            count += 1
+    inner._amopo_compiled = True
+    return count

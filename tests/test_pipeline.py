@@ -1,0 +1,171 @@
+"""The pipeline: its compiled YAML is fresh, its DAG is gated as designed, its parameters parse, and
+the whole DAG runs on KFP's local runner (tiny model, real MLflow sqlite store, real `amopo serve`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from amopo.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "pipelines" / "amopo_pipeline.yaml"
+HEAVY = ["prepare-data", "train-model", "evaluate-model", "register-model", "deploy-model",
+         "smoke-test-endpoint", "promote-model"]
+
+
+def _compile(out: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AMOPO_IMAGE"}
+    subprocess.run([sys.executable, "-m", "amopo", "pipeline", "compile", "--output", str(out)], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("compiled") / "amopo_pipeline.yaml"
+    _compile(out)
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return out, {"spec": docs[0], "platform": docs[1] if len(docs) > 1 else {}}
+
+
+def test_committed_yaml_is_fresh(compiled):
+    out, _ = compiled
+    assert COMMITTED.is_file(), "pipelines/amopo_pipeline.yaml is missing: run `amopo pipeline compile`"
+    assert out.read_text() == COMMITTED.read_text(), \
+        "pipelines/amopo_pipeline.yaml is stale: run `amopo pipeline compile` and commit the result"
+
+
+def _tasks(dag: dict) -> dict:
+    return dag["dag"]["tasks"]
+
+
+def test_dag_is_gated_and_cleans_up(compiled):
+    _, docs = compiled
+    spec = docs["spec"]
+    root = _tasks(spec["root"])
+    exit_task = root["clean-up"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    handler = _tasks(spec["components"][root["exit-handler-1"]["componentRef"]["name"]])
+    (cond_name,) = [name for name in handler if name.startswith("condition-")]
+    assert {"prepare-data", "train-model", "evaluate-model", "gate-model"} <= set(handler)
+    condition = handler[cond_name]
+    assert "passed" in condition["triggerPolicy"]["condition"] and condition["dependentTasks"] == ["gate-model"]
+    gated = _tasks(spec["components"][condition["componentRef"]["name"]])
+    assert set(gated) == {"register-model", "deploy-model", "smoke-test-endpoint", "promote-model"}
+    assert "smoke-test-endpoint" in gated["promote-model"]["dependentTasks"]
+    assert gated["deploy-model"]["inputs"]["parameters"]["storage_uri"]["taskOutputParameter"]["producerTask"] \
+        == "register-model"
+    every = {**handler, **gated}
+    for name in HEAVY:
+        assert every[name].get("cachingOptions", {}).get("enableCache", False) is False, name
+    # every component runs in the project image, which carries kfp: nothing is pip-installed at run time
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        assert executor["container"]["image"] == "ghcr.io/amopo/amopo:0.1.0", name
+        assert "pip install" not in " ".join(executor["container"].get("command", [])), name
+
+
+def test_secrets_and_scheduling_come_from_kubernetes_not_parameters(compiled):
+    _, docs = compiled
+    params = docs["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert not [p for p in params if any(w in p.lower() for w in ("password", "secret", "api_key", "token"))]
+    executors = docs["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = executors["exec-train-model"]
+    assert train["pvcMount"][0]["mountPath"] == "/workspace"
+    secret_envs = {(s["secretName"], kv["envVar"]) for s in train["secretAsEnv"] for kv in s["keyToEnv"]}
+    assert ("amopo-s3", "AWS_ACCESS_KEY_ID") in secret_envs and all(s["optional"] for s in train["secretAsEnv"])
+    evaluate = executors["exec-evaluate-model"]
+    assert ("amopo-judge", "AMOPO_JUDGE_API_KEY") in {(s["secretName"], kv["envVar"]) for s in evaluate["secretAsEnv"]
+                                                     for kv in s["keyToEnv"]}
+    assert "nodeSelector" in evaluate and "tolerations" in evaluate
+
+
+def test_params_parse_with_types_and_refuse_unknown_names():
+    from pipelines.cli import parse_params
+
+    got = parse_params(["max_steps=8", "learning_rate=1", "train_options={lora: true}", "tolerations=[]",
+                        "data_source=hub/name", "keep_serving=true"])
+    assert got == {"max_steps": 8, "learning_rate": 1.0, "train_options": {"lora": True}, "tolerations": [],
+                   "data_source": "hub/name", "keep_serving": True}
+    with pytest.raises(ConfigError, match="not a pipeline parameter; known: .*base_model"):
+        parse_params(["max_stepz=8"])
+    with pytest.raises(ConfigError, match="max_steps: expected int"):
+        parse_params(["max_steps=eight"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_params(["max_steps"])
+
+
+def test_submit_to_an_unreachable_server_is_one_clear_error(tmp_path):
+    from pipelines.cli import main
+
+    proc = subprocess.run([sys.executable, "-m", "amopo", "pipeline", "submit", "--host", "http://127.0.0.1:9",
+                           "--package", str(COMMITTED)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "submitting to http://127.0.0.1:9 failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert callable(main)
+
+
+def _records(n: int, offset: int = 0) -> list[dict]:
+    return [{"prompt": f"Question {i}: what is {i} plus one?",
+             "chosen": {"response": f"It is {i + 1}.", "helpfulness": 4, "correctness": 4, "instruction_following": 5},
+             "rejected": {"response": "No idea, the moon.", "helpfulness": 1, "correctness": 1,
+                          "instruction_following": 2}} for i in range(offset, offset + n)]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, tiny_model_dir):
+    """One whole local pipeline run (KFP SubprocessRunner) on a tiny model, then a second run whose
+    gate rejects, in the same MLflow store."""
+    from pipelines.local_run import run_local
+
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(8)))
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(4, offset=50)))
+    common = dict(data_source=str(root / "train.jsonl"), eval_source=str(root / "eval.jsonl"),
+                  base_model=str(tiny_model_dir), judge=str(tiny_model_dir), max_length=128, max_steps=2,
+                  learning_rate=1e-3, train_options={"warmup_ratio": 0.0, "progress": False},
+                  eval_num_instructions=2, eval_max_new_tokens=4, lm_eval_tasks="",
+                  eval_options={"judge_top_k": 10000, "lc_bootstrap": 10, "progress": False},
+                  gate_against_base=False)
+    first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4"}, work_dir=root / "work")
+    second = run_local({**common, "gate_thresholds": "pref_accuracy/mean_dimensions>1.5"}, work_dir=root / "work")
+    return first, second
+
+
+@pytest.mark.slow
+def test_local_run_registers_serves_smoke_tests_and_promotes(local_run):
+    from mlflow.tracking import MlflowClient
+
+    first, _ = local_run
+    assert first["final_state"] == "SUCCEEDED" and first["gate_passed"] is True
+    assert Path(first["model_dir"], "model.safetensors").is_file()
+    assert json.loads(Path(first["metrics_path"]).read_text())["pref_accuracy/pairs"] == 4
+    assert first["registered_uri"] == "models:/amopo/1" and first["registered_version"] == 1
+    assert first["endpoint_url"].startswith("http://127.0.0.1:") and first["smoke_reply"]
+    assert first["promoted"] is True and first["champion_version"] == 1
+    # the exit handler stopped the server: nothing answers any more, no state is left
+    assert first["still_serving"] is False
+    with pytest.raises(OSError):
+        import urllib.request
+        urllib.request.urlopen(first["endpoint_url"] + "/v2/health/live", timeout=3)
+    client = MlflowClient(first["mlflow_tracking_uri"])
+    champion = client.get_model_version_by_alias("amopo", "champion")
+    assert champion.version in ("1", 1) and champion.tags["amopo.gate.decision"] == "promoted"
+    assert any(p.endswith("training_curves.png") for p in first["plots"])
+
+
+@pytest.mark.slow
+def test_a_rejected_gate_registers_and_deploys_nothing(local_run):
+    from mlflow.tracking import MlflowClient
+
+    _, second = local_run
+    assert second["final_state"] == "SUCCEEDED" and second["gate_passed"] is False
+    assert "threshold pref_accuracy/mean_dimensions>1.5 fails" in second["gate_reasons"]
+    assert second["registered_uri"] is None and second["endpoint_url"] is None and second["promoted"] is None
+    client = MlflowClient(second["mlflow_tracking_uri"])
+    assert [v.version for v in client.search_model_versions("name='amopo'")] in (["1"], [1])
