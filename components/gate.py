@@ -1,7 +1,5 @@
 """Gate: may this model be registered? Thresholds on its evaluation AND it beats its own base model."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 
 from components.image import IMAGE
@@ -9,14 +7,16 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improvement: float, thresholds: str,
-               against_base: bool, decision: dsl.Output[dsl.Markdown]
-               ) -> NamedTuple("GateOutputs", passed=bool, reasons=str):
+               against_base: bool, decision: dsl.Output[dsl.Markdown]) -> bool:
     """``thresholds``: comma-separated "key>=value" conditions on the evaluation's metrics.json.
     ``against_base``: the model must also beat its base model on ``gate_metric`` (measured by the
     same evaluation); when false the thresholds decide alone.
-    Returns whether the gate passed and its reasons (also written to ``decision``)."""
+
+    Returns whether the gate passed; the decision and its reasons go to ``decision`` (first line
+    ``**gate: passed**`` or ``**gate: rejected**``, then one reason per line). A single return value
+    on purpose: KFP's local runner resolves only a task's ``Output`` inside a ``dsl.If`` condition.
+    """
     import json
-    from collections import namedtuple
     from pathlib import Path
 
     from amopo.registry.gate import decide_against_base, parse_threshold
@@ -28,5 +28,4 @@ def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improveme
     lines = [f"**gate: {'passed' if verdict.promote else 'rejected'}**", ""] + [f"- {r}" for r in verdict.reasons]
     Path(decision.path).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    outputs = namedtuple("GateOutputs", ["passed", "reasons"])
-    return outputs(verdict.promote, "; ".join(verdict.reasons))
+    return bool(verdict.promote)

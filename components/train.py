@@ -9,7 +9,8 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str, beta: float, gamma: float,
                 learning_rate: float, max_steps: int, batch_size: int, grad_accum: int, max_length: int,
-                heldout_max_pairs: int, train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str, launcher: str,
+                heldout_max_pairs: int, train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str,
+                launcher: str,
                 num_processes: int, num_nodes: int, gpus_per_node: int, accelerate_config: str, image: str,
                 namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list,
                 timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
@@ -19,8 +20,9 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     the MLflow run id.
 
     launcher "local": ``num_processes`` processes in this container (torchrun when > 1).
-    launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` reading and writing the
-    workspace PVC (mounted here at /workspace too), followed to its end; the output is copied back.
+    launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` (``num_processes`` on CPU
+    nodes) in ``image``, reading and writing the workspace PVC (mounted here at /workspace too),
+    followed to its end; the output is copied back (amopo.cluster.launch_training).
     ``heldout_max_pairs``: held-out pairs measured before and after training (0: all).
     ``train_options``: any other `amopo train` option by name (e.g. {"lora": true}).
     """
@@ -46,8 +48,9 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
 
         summary = train_on_cluster(options, workspace="/workspace", image=image, namespace=namespace,
                                    workspace_pvc=workspace_pvc, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                                   accelerate_config=accelerate_config, node_selector=node_selector,
-                                   tolerations=tolerations, timeout_s=timeout_minutes * 60.0)
+                                   procs_per_node=num_processes, accelerate_config=accelerate_config,
+                                   node_selector=node_selector, tolerations=tolerations,
+                                   timeout_s=timeout_minutes * 60.0)
     else:
         raise ValueError(f"launcher must be 'local' or 'trainjob', got {launcher!r}")
 

@@ -19,6 +19,7 @@ from components.cleanup import clean_up
 from components.deploy import deploy_model
 from components.evaluate import evaluate_model
 from components.gate import gate_model
+from components.image import IMAGE
 from components.prepare import prepare_data
 from components.promote import promote_model
 from components.register import register_model
@@ -68,7 +69,7 @@ def amopo_pipeline(
     num_nodes: int = 1,
     gpus_per_node: int = 0,
     accelerate_config: str = "ddp",
-    image: str = "",
+    image: str = IMAGE,
     namespace: str = "amopo",
     workspace_pvc: str = "amopo-workspace",
     node_selector: dict = {},
@@ -134,7 +135,7 @@ def amopo_pipeline(
                           min_improvement=gate_min_improvement, thresholds=gate_thresholds,
                           against_base=gate_against_base)
         gate.set_display_name("gate")
-        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
+        with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             registered = _heavy(register_model(model=trained.outputs["model"], results=evaluated.outputs["results"],
                                                registered_name=registered_model_name,
                                                mlflow_tracking_uri=mlflow_tracking_uri), "register challenger")

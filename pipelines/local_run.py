@@ -52,6 +52,14 @@ def _task_outputs(run: Path) -> dict[str, dict]:
     return tasks
 
 
+def _gate_reasons(decision_file: str | None) -> str | None:
+    """The reasons of the gate's decision (its Markdown artifact's "- " lines), joined by "; "."""
+    if not decision_file or not Path(decision_file).is_file():
+        return None
+    lines = Path(decision_file).read_text(encoding="utf-8").splitlines()
+    return "; ".join(line[2:] for line in lines if line.startswith("- "))
+
+
 def _recorded_url(state_file: Path) -> str | None:
     try:
         return json.loads(state_file.read_text()).get("url")
@@ -85,8 +93,8 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
         "mlflow_run_id": get("train-model", "params", "Output"),
         "heldout_accuracy": metrics.get("pref_accuracy/mean_dimensions"),
         "heldout_accuracy_base": metrics.get("pref_base_accuracy/mean_dimensions"),
-        "gate_passed": get("gate-model", "params", "passed"),
-        "gate_reasons": get("gate-model", "params", "reasons"),
+        "gate_passed": get("gate-model", "params", "Output"),
+        "gate_reasons": _gate_reasons(get("gate-model", "artifacts", "decision")),
         "registered_version": get("register-model", "params", "version"),
         "registered_uri": get("register-model", "params", "model_uri"),
         "endpoint_url": endpoint,

@@ -29,10 +29,12 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
-def env_list(env: dict[str, str] | None, secret_env: dict[str, str] | None, where: str) -> list[dict]:
+def env_list(env: dict[str, str] | None, secret_env: dict[str, str] | None, where: str, *,
+             optional_secrets: bool = False) -> list[dict]:
     """``env`` (NAME → value) and ``secret_env`` (NAME → "SECRET/KEY") as a container env list.
 
-    Secret values are never read: the pod gets ``valueFrom.secretKeyRef`` and the kubelet fills them in.
+    Secret values are never read: the pod gets ``valueFrom.secretKeyRef`` and the kubelet fills them in;
+    with ``optional_secrets`` a missing Secret or key leaves the variable unset instead of blocking the pod.
     """
     out: list[dict] = []
     seen: set[str] = set()
@@ -51,7 +53,8 @@ def env_list(env: dict[str, str] | None, secret_env: dict[str, str] | None, wher
         secret, _, key = str(ref).partition("/")
         if not SECRET_NAME.match(secret) or not key or not SECRET_KEY.match(key):
             raise ClusterError(f"{where}: secret_env['{name}'] = '{ref}' must be 'SECRET_NAME/KEY'")
-        add(name, {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+        ref_item = {"name": secret, "key": key, **({"optional": True} if optional_secrets else {})}
+        add(name, {"name": name, "valueFrom": {"secretKeyRef": ref_item}})
     return out
 
 

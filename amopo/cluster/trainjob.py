@@ -77,6 +77,7 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
                       cpu: str = "4", memory: str = "16Gi", runtime: str = DEFAULT_RUNTIME,
                       distributed: str = "ddp", accelerate_config_dir: str = "configs/accelerate",
                       env: dict[str, str] | None = None, secret_env: dict[str, str] | None = None,
+                      optional_secrets: bool = False,
                       node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
                       workspace_pvc: str | None = None, workspace_mount: str = "/workspace",
                       service_account: str | None = None, image_pull_secrets: list[str] | None = None,
@@ -97,6 +98,7 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
                         ``accelerate_config_dir``); see :func:`launch_command`.
     env                 plain variables, NAME → value (e.g. MLFLOW_TRACKING_URI).
     secret_env          NAME → ``"SECRET/KEY"``: taken from a Secret by the kubelet; values never pass here.
+    optional_secrets    a missing Secret or key leaves its variable unset rather than blocking the pods.
     node_selector, tolerations   where the pods may run (pod spec, through ``spec.runtimePatches``).
     workspace_pvc       a ReadWriteMany PVC mounted at ``workspace_mount`` on every node, holding data,
                         base model and output, so every rank sees the same files.
@@ -131,7 +133,7 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
         "numProcPerNode": nproc,
         "resourcesPerNode": res,
     }
-    env_items = env_list(env, secret_env, where)
+    env_items = env_list(env, secret_env, where, optional_secrets=optional_secrets)
     if env_items:
         trainer["env"] = env_items
 

@@ -1,0 +1,135 @@
+"""Train on the cluster from a pipeline step: stage the inputs on the shared workspace volume, run a
+TrainJob over them, copy the trained model back.
+
+The step's own files (the prepared data artifact, the output artifact) live where KFP put them,
+which the TrainJob's pods cannot see. The workspace PVC is mounted both in the step's pod and on
+every node of the job, so it is the meeting point:
+
+    WORKSPACE/runs/JOB/data/               copy of the prepared data
+    WORKSPACE/runs/JOB/base/               copy of the base model, when it is a local folder
+    WORKSPACE/runs/JOB/train_config.yaml   the resolved `amopo train` config, paths rewritten
+    WORKSPACE/runs/JOB/train/              the job's output (model/, metrics.json, curves, ...)
+
+and ``train/`` (without checkpoints) is copied to the step's output folder when the job completes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from amopo import config as config_lib
+from amopo.cluster.errors import ClusterError
+from amopo.cluster.run_trainjob import run_trainjob
+from amopo.cluster.trainjob import trainjob_manifest
+
+# Variables every trainer pod takes from optional Secrets (MLflow basic auth, S3 artifact store).
+SECRET_ENV = {
+    "MLFLOW_TRACKING_USERNAME": "amopo-mlflow-auth/MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD": "amopo-mlflow-auth/MLFLOW_TRACKING_PASSWORD",
+    "AWS_ACCESS_KEY_ID": "amopo-s3/AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "amopo-s3/AWS_SECRET_ACCESS_KEY",
+    "MLFLOW_S3_ENDPOINT_URL": "amopo-s3/MLFLOW_S3_ENDPOINT_URL",
+}
+
+
+def new_job_name(prefix: str = "amopo-train") -> str:
+    """A fresh DNS-1035 TrainJob name, e.g. ``amopo-train-3f9c2a1b``."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _copy_tree(src: Path, dst: Path, *, ignore=None) -> None:
+    """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` is either absent or complete."""
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=ignore)
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+
+
+def stage_inputs(options: dict, run_dir: Path) -> dict:
+    """Copy the data (and a local base model) under ``run_dir``; the options with paths rewritten.
+
+    ``options`` are `amopo train` options as the step holds them (``data``, ``model``, ``output``
+    are the step's own paths). A base model given by hub id or as ``embedded:...`` is left as it is:
+    every pod resolves it itself.
+    """
+    data = Path(options["data"])
+    if not (data / "prepare.json").is_file():
+        raise ClusterError(f"{data}: not a prepared data folder (no prepare.json)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    staged = dict(options)
+    _copy_tree(data, run_dir / "data")
+    staged["data"] = str(run_dir / "data")
+    model = str(options["model"])
+    if not model.startswith("embedded:") and Path(model).is_dir():
+        _copy_tree(Path(model), run_dir / "base")
+        staged["model"] = str(run_dir / "base")
+    staged["output"] = str(run_dir / "train")
+    return staged
+
+
+def collect_output(run_dir: Path, output: Path) -> dict:
+    """Copy the job's output folder (without resumable checkpoints) to ``output``; its summary."""
+    import json
+
+    source = run_dir / "train"
+    summary_file = source / "metrics.json"
+    if not summary_file.is_file():
+        raise ClusterError(f"the TrainJob completed but wrote no {summary_file}; its pods' logs say why")
+    output.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name == "checkpoints":
+            continue
+        target = output / item.name
+        if item.is_dir():
+            _copy_tree(item, target)
+        else:
+            shutil.copy2(item, target)
+    return json.loads(summary_file.read_text(encoding="utf-8"))
+
+
+def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: str, workspace_pvc: str,
+                     num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
+                     accelerate_config: str = "ddp", node_selector: dict | None = None,
+                     tolerations: list | None = None, timeout_s: float = 24 * 3600.0, cpu: str = "4",
+                     memory: str = "16Gi", job_name: str | None = None, api_client=None,
+                     poll_s: float = 10.0, log: Callable[[str], None] = print) -> dict:
+    """Run `amopo train` with ``options`` as a TrainJob of ``num_nodes`` pods; returns its summary.
+
+    The options are checked as a TrainConfig before anything is copied or created. The job needs an
+    MLflow server its pods can reach (``mlflow_tracking_uri`` http(s)://): a sqlite file in one pod
+    would be lost with it. ``accelerate_config``: ``ddp`` | ``fsdp`` | ``deepspeed``. GPU pods get an
+    in-memory /dev/shm. The output lands in ``options["output"]``; the staged folder
+    ``WORKSPACE/runs/JOB`` stays for inspection (delete it when done). Raises ClusterError.
+    """
+    from amopo.train.config import TrainConfig
+
+    cfg = config_lib.from_dict(TrainConfig, options, "train options")
+    cfg.validate()
+    uri = cfg.mlflow_tracking_uri or ""
+    if not uri.startswith(("http://", "https://", "databricks")):
+        raise ClusterError("launcher 'trainjob' needs mlflow_tracking_uri set to an MLflow server every pod can "
+                           f"reach (e.g. http://amopo-mlflow.amopo:5000), got {uri or 'none'!r}")
+    if not image:
+        raise ClusterError("launcher 'trainjob' needs the image the trainer pods run (the amopo image)")
+    name = job_name or new_job_name()
+    run_dir = Path(workspace) / "runs" / name
+    staged = stage_inputs(config_lib.to_dict(cfg), run_dir)
+    config_file = run_dir / "train_config.yaml"
+    config_file.write_text(config_lib.dump_yaml(config_lib.from_dict(TrainConfig, staged, "train options")),
+                           encoding="utf-8")
+    manifest = trainjob_manifest(
+        name, namespace, image, ["--config", str(config_file)], num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        procs_per_node=procs_per_node, cpu=cpu, memory=memory, distributed=accelerate_config,
+        env={"OMP_NUM_THREADS": "1"} if not gpus_per_node else None, secret_env=SECRET_ENV,
+        optional_secrets=True, node_selector=node_selector, tolerations=tolerations, workspace_pvc=workspace_pvc,
+        workspace_mount=workspace, shm_size="16Gi" if gpus_per_node else None,
+        active_deadline_s=max(1, int(timeout_s)))
+    log(f"TrainJob {namespace}/{name}: {num_nodes} node(s) × {gpus_per_node or procs_per_node} process(es), "
+        f"{accelerate_config}; staged under {run_dir}")
+    run_trainjob(manifest, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
+    return collect_output(run_dir, Path(options["output"]))
