@@ -36,6 +36,8 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 WORKDIR /opt/amopo
 COPY pyproject.toml README.md ./
 COPY amopo ./amopo
+COPY components ./components
+COPY pipelines ./pipelines
 COPY configs ./configs
 # The pinned stack of pyproject.toml, plus the `cluster` extra (PostgreSQL and S3 for MLflow).
 RUN pip install ".[cluster]"

@@ -11,7 +11,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
                 learning_rate: float, max_steps: int, batch_size: int, grad_accum: int, max_length: int,
                 heldout_max_pairs: int, train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str,
                 launcher: str,
-                num_processes: int, num_nodes: int, gpus_per_node: int, accelerate_config: str, image: str,
+                num_processes: int, num_nodes: int, gpus_per_node: int, accelerator_type: str, accelerate_config: str,
+                image: str,
                 namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list,
                 timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
                 curves: dsl.Output[dsl.HTML]) -> str:
@@ -23,6 +24,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` (``num_processes`` on CPU
     nodes) in ``image``, reading and writing the workspace PVC (mounted here at /workspace too),
     followed to its end; the output is copied back (amopo.cluster.launch_training).
+    ``accelerator_type``: the GPU model the nodes must carry (the node label nvidia.com/gpu.product set
+    by NVIDIA's GPU feature discovery, e.g. "NVIDIA-H100-80GB-HBM3"); empty = any.
     ``heldout_max_pairs``: held-out pairs measured before and after training (0: all).
     ``train_options``: any other `amopo train` option by name (e.g. {"lora": true}).
     """
@@ -45,11 +48,13 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
         summary = run_local(config_lib.from_dict(TrainConfig, options, "train options"), num_processes)
     elif launcher == "trainjob":
         from amopo.cluster.launch_training import train_on_cluster
+        from amopo.cluster.pod_parts import with_accelerator
 
         summary = train_on_cluster(options, workspace="/workspace", image=image, namespace=namespace,
                                    workspace_pvc=workspace_pvc, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
                                    procs_per_node=num_processes, accelerate_config=accelerate_config,
-                                   node_selector=node_selector, tolerations=tolerations,
+                                   node_selector=with_accelerator(node_selector, accelerator_type),
+                                   tolerations=tolerations,
                                    timeout_s=timeout_minutes * 60.0)
     else:
         raise ValueError(f"launcher must be 'local' or 'trainjob', got {launcher!r}")

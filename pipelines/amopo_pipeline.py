@@ -68,6 +68,7 @@ def amopo_pipeline(
     num_processes: int = 1,
     num_nodes: int = 1,
     gpus_per_node: int = 0,
+    accelerator_type: str = "",
     accelerate_config: str = "ddp",
     image: str = IMAGE,
     namespace: str = "amopo",
@@ -114,7 +115,8 @@ def amopo_pipeline(
             max_length=max_length, heldout_max_pairs=heldout_max_pairs, train_options=train_options,
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment, launcher=launcher, num_processes=num_processes,
-            num_nodes=num_nodes, gpus_per_node=gpus_per_node, accelerate_config=accelerate_config, image=image,
+            num_nodes=num_nodes, gpus_per_node=gpus_per_node, accelerator_type=accelerator_type,
+            accelerate_config=accelerate_config, image=image,
             namespace=namespace, workspace_pvc=workspace_pvc, node_selector=node_selector,
             tolerations=tolerations, timeout_minutes=train_timeout_minutes), "train")
         _with_secrets(trained)
@@ -144,6 +146,7 @@ def amopo_pipeline(
                 model_uri=registered.outputs["model_uri"], storage_uri=registered.outputs["storage_uri"],
                 target=deploy_target, service_name=registered_model_name, mlflow_tracking_uri=mlflow_tracking_uri,
                 namespace=serving_namespace, runtime=serving_runtime, image=image, gpus=serving_gpus,
+                accelerator_type=accelerator_type, node_selector=node_selector, tolerations=tolerations,
                 canary_traffic_percent=canary_traffic_percent, service_account=serving_service_account,
                 state_dir=local_state_dir, run_id=run_id, timeout_minutes=deploy_timeout_minutes), "deploy")
             _with_secrets(deployed)

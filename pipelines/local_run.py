@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 from amopo.errors import AmopoError
@@ -31,6 +32,10 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline") -> dict:
     params.setdefault("local_state_dir", str(work / "serving"))
     if params["mlflow_tracking_uri"].startswith("sqlite:///"):
         Path(params["mlflow_tracking_uri"][len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    # Running the image's components in this environment is the point of the local run, and display
+    # names are for the UI: KFP's warnings about both would only be noise here.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "artifacts"),
                raise_on_error=True)
     started = time.time()

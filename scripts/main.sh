@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: prepare the shipped sample data, then AMoPO-train the
-# embedded SmolLM2-135M-Instruct on it, evaluate it against its base model, logging everything to
-# the embedded MLflow store under runs/mlflow.
+# The main job on the embedded defaults: the whole Kubeflow pipeline on this machine with KFP's local
+# runner — prepare the shipped sample data, AMoPO-train the embedded SmolLM2-135M-Instruct, evaluate
+# it against its base model, gate, register it in the embedded MLflow store, serve it with
+# `amopo serve` on 127.0.0.1, smoke-test the endpoint and promote it to champion.
+# Extra arguments go to `amopo pipeline run`, e.g. --keep-serving or --param max_steps=8.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-amopo="$root/.venv/bin/amopo"
-"$amopo" prepare --input sample --output runs/quickstart/data --model embedded:smollm2-135m-instruct
-"$amopo" train --config configs/quickstart.yaml "$@"
-"$amopo" evaluate --model runs/quickstart/train/model --data runs/quickstart/data --output runs/quickstart/eval
+exec "$root/.venv/bin/amopo" pipeline run --local --work-dir runs/pipeline "$@"

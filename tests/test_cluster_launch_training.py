@@ -174,3 +174,11 @@ def test_bad_options_fail_before_anything_is_copied_or_created(prepared, tiny_mo
                          workspace_pvc="amopo-workspace", api_client=object())
     assert "Traceback" not in str(info.value)
     assert not (tmp_path / "ws").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_accelerator_type_becomes_the_gpu_product_node_label():
+    from amopo.cluster.pod_parts import with_accelerator
+
+    zone = {"topology.kubernetes.io/zone": "a"}
+    assert with_accelerator(zone, "NVIDIA-H100-80GB-HBM3") == {**zone, "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert with_accelerator(zone, "") == zone and with_accelerator(None, "") == {}

@@ -265,3 +265,12 @@ def test_dockerignore_keeps_local_state_out_but_the_sources_in(steps):
     for src in copied:
         assert (ROOT / src).exists(), f"COPY {src}: no such path"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
+
+
+def test_every_package_of_the_project_is_copied_before_the_install(steps):
+    """Components import the library and `amopo pipeline` imports pipelines/: the image needs all three."""
+    include = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    install_at = next(i for i, (kw, args) in enumerate(steps) if kw == "RUN" and ".[cluster]" in args)
+    copied = {src.rstrip("/") for kw, args in steps[:install_at] if kw == "COPY" for src in args.split()[:-1]}
+    assert packages <= copied, f"not copied before `pip install .`: {sorted(packages - copied)}"

@@ -20,6 +20,8 @@ QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[nu
                       r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 GPU_RESOURCE = "nvidia.com/gpu"
+# The node label NVIDIA's GPU feature discovery sets to the GPU model, e.g. NVIDIA-H100-80GB-HBM3.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def check_name(name: str, what: str) -> str:
@@ -97,3 +99,11 @@ def node_selector_map(node_selector: dict[str, str] | None, where: str) -> dict[
     if node_selector and not all(isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items()):
         raise ClusterError(f"{where}: node_selector must map strings to strings")
     return dict(node_selector or {})
+
+
+def with_accelerator(node_selector: dict[str, str] | None, accelerator_type: str) -> dict[str, str]:
+    """``node_selector`` plus ``nvidia.com/gpu.product: accelerator_type`` when one is asked for."""
+    out = dict(node_selector or {})
+    if accelerator_type:
+        out[GPU_PRODUCT_LABEL] = accelerator_type
+    return out
