@@ -93,15 +93,17 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_model(name_or_path: str, *, dtype=None):
-    """A causal LM from safetensors only, ``trust_remote_code`` off; fp32 weights unless ``dtype``."""
+def load_model(name_or_path: str, *, dtype=None, attn_implementation: str | None = None):
+    """A causal LM from safetensors only, ``trust_remote_code`` off; fp32 weights unless ``dtype``;
+    ``attn_implementation`` ("sdpa", "eager", "flash_attention_2") as transformers takes it, or its default."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = dtype or torch.float32
     resolved = resolve_model(name_or_path)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         return AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype, use_safetensors=True,
-                                                    trust_remote_code=False)
+                                                    trust_remote_code=False, **extra)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{name_or_path}: cannot load model ({exc})") from None

@@ -3,7 +3,7 @@ on the same model, data, sequence lengths, global batch and threads.
 
     .venv/bin/python bench/train_throughput.py --tiny          # tiny random model, 2 pairs, 1 step (< 2 min)
     .venv/bin/python bench/train_throughput.py                 # embedded SmolLM2-135M-Instruct, sample set
-    .venv/bin/python bench/train_throughput.py --arms amopo trl-cpo-simpo --steps 2 --threads 2
+    .venv/bin/python bench/train_throughput.py --arms amopo trl-cpo-simpo --steps 1 --threads 2
 
 Arms (each runs in its own child process, one after the other, so its peak memory is its own):
 
@@ -27,24 +27,32 @@ each trainer's default gradient clipping (ours 3.0, TRL 1.0), dropout off, gradi
 gives), max_length 1024 (nothing is truncated). β/γ: AMoPO and SimPO arms β = 0.8, γ = 2.0
 (TRL simpo_gamma = 2.0 is the same margin); DPO β = 0.1 (both defaults).
 
-Measured per arm: --warmup-steps untimed steps, then --steps timed optimizer steps; a step's time runs
+Measured per arm: --warmup-steps (default 1) untimed steps, then --steps (default 2: the default run
+takes about 20 minutes on 2 busy CPU cores, 60-160 s per step) timed optimizer steps; a step's time runs
 from the end of the previous step to the end of this one (data collation included). Reported: median
 seconds per step; tokens/s = logical tokens of the timed steps / their time, where logical tokens are,
 for every arm alike, Σ over the K-expanded pairs of |x*_k|+|y_w| + |x*_k|+|y_l| (no padding), counted
-once here from our tokenised rows, so work an arm saves shows up as speed; peak RSS of the child after
-training and after model + data load (VmHWM, see ``peak_rss_mb``; on CUDA:
-``torch.cuda.max_memory_allocated``); MFU =
-(6 × non-embedding parameters × logical tokens, + 2 × params × tokens for DPO's reference forward) /
-time / the measured matmul peak (fp32 square matmul on CPU, bf16 on CUDA). Every arm also reports its
+once here from our tokenised rows, so work an arm saves shows up as speed; the child's peak RSS after
+training and after model + data load (VmHWM, see ``peak_rss_mb``; on CUDA ``max_memory_allocated``);
+MFU = (6 × non-embedding parameters × logical tokens, + 2 × params × tokens for DPO's reference
+forward) / time / the measured matmul peak (fp32 square matmul on CPU, bf16 on CUDA), an effective MFU
+since work saved (a shared prompt) counts as done. Every arm also reports its
 first-step loss (our SimPO and TRL's CPO-SimPO compute the same loss on the same tokens, so they agree),
 and each TRL arm checks that its own tokenisation gives exactly our token ids.
 
-Data: ``amopo prepare`` of the shipped sample set, timed (pairs/s), then re-run. The shipped responses
+Data: ``amopo prepare`` of the shipped sample set, timed (pairs/s), then re-run (a re-run of ``prepare``
+builds a fresh folder and tokenises again; what reads the token cache is the trainer's
+``load_tokenized`` of the prepared folder, timed as well). The shipped responses
 are short (≈ 20 tokens) and the conditioned prompts ≈ 76 tokens; --prompt-tokens / --response-tokens
 (default 130 / 100) stretch them to a realistic shape: the user text and each response are repeated
 (joined by a space) and cut to the target number of tokens of the model's tokenizer, deterministically
 (the user text is sized so the mean conditioned prompt is about --prompt-tokens); 0 keeps the shipped
 text. The stretched records are written as AMoPO JSONL and prepared again; that prepare is the one timed.
+
+Caveats: TRL's CPO computes full-vocabulary logits for every position (its code path), while TRL's DPO
+has a tiled LM head on completion positions only (and computes a few extra per-token statistics); TRL
+logs every step (its first-step loss is read from the log); the cores may be shared with other jobs,
+and the arms run one after the other, so compare within one run.
 
 The targets (printed, never asserted): amopo tokens/s ≥ 1.5× trl-cpo-simpo and ≥ 2× trl-dpo; amopo peak
 memory ≤ 0.6× trl-cpo-simpo. Results also go to --json (default bench/results/train_throughput.json).
@@ -424,18 +432,18 @@ def matmul_peak_flops(threads: int, n: int) -> float:
     return 2 * n**3 / best
 
 
-def run_child(arm: str, args, model_dir: str, data_dir: Path) -> dict:
-    """Run ``arm`` in a fresh process; its result, or {"error": ...}."""
+def run_child(arm: str, args, model_dir: str, data_dir: Path, log: Path) -> dict:
+    """Run ``arm`` in a fresh process (its output kept in ``log``); its result, or {"error": ...}."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--arm", arm, "--model-dir", model_dir,
            "--data-dir", str(data_dir), "--pairs", str(args.pairs), "--warmup-steps", str(args.warmup_steps),
            "--steps", str(args.steps), "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log.write_text(proc.stdout)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
-    tail = (proc.stdout + proc.stderr)[-3000:]
-    return {"arm": arm, "error": f"exit code {proc.returncode}", "output_tail": tail}
+            return {**json.loads(line[len(RESULT_MARK):]), "log": str(log)}
+    return {"arm": arm, "error": f"exit code {proc.returncode}", "output_tail": proc.stdout[-3000:], "log": str(log)}
 
 
 def summarise(result: dict, step_tokens: list[int], warmup: int, peak_flops: float) -> dict:
@@ -509,7 +517,7 @@ def parse_args(argv=None):
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--pairs", type=int, default=None, help="pairs per optimizer step (default 4; tiny 2)")
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 3; tiny 1)")
+    parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 2; tiny 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=42)
@@ -526,7 +534,7 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (2 if args.tiny else 4)
-    args.steps = args.steps if args.steps is not None else (1 if args.tiny else 3)
+    args.steps = args.steps if args.steps is not None else (1 if args.tiny else 2)
     name = "train_throughput_tiny.json" if args.tiny else "train_throughput.json"
     args.json = args.json or str(ROOT / "bench" / "results" / name)
     return args
@@ -569,7 +577,7 @@ def main() -> None:
     results = {}
     for arm in args.arms:
         start = time.perf_counter()
-        raw = run_child(arm, args, model_dir, data_dir)
+        raw = run_child(arm, args, model_dir, data_dir, work / f"{arm}.log")
         if "error" not in raw:
             raw.update(summarise(raw, step_tokens, args.warmup_steps, peak))
             print(f"  done: {arm} in {time.perf_counter() - start:.0f} s: {raw['s_per_step']:.2f} s/step, "
@@ -590,7 +598,7 @@ def main() -> None:
         "matmul_peak_flops": peak, "preprocessing": prep, "dimensions": dimensions, "step_tokens": step_tokens,
         "mean_tokens": mean, "arms": results, "ratios": ratios, "targets": targets,
     }, indent=2) + "\n")
-    print(f"\nresults: {out}")
+    print(f"\nresults: {out}; child logs: {work}/<arm>.log")
 
 
 if __name__ == "__main__":

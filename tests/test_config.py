@@ -42,6 +42,7 @@ def test_yaml_then_flags_override(tmp_path):
     ("lr: [\n", "not valid YAML"),
     ("loss: ppo\n", "loss 'ppo' is not one of"),
     ("batch_size: 0\n", "batch_size must be >= 1"),
+    ("attention: flash3\n", "attention 'flash3' is not one of sdpa, eager, flash_attention_2"),
 ])
 def test_bad_yaml_names_file_and_option(tmp_path, text, needle):
     path = tmp_path / "bad.yaml"

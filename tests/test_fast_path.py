@@ -196,7 +196,8 @@ def test_eager_attention_takes_the_block_mask_as_a_float_mask(tiny_model_dir):
     model = load_model(str(tiny_model_dir))
     rows = _rows(3)
     sdpa = sequence_stats(model, collate_packed(rows, True, 0))
-    model.set_attn_implementation("eager")
+    model = load_model(str(tiny_model_dir), attn_implementation="eager")   # as `amopo train --attention eager`
+    assert model.config._attn_implementation == "eager"
     eager = sequence_stats(model, collate_packed(rows, True, 0))
     plain = sequence_stats(model, collate(rows, True, 0), chunked=False)
     for a, b, c in zip(sdpa, eager, plain):

@@ -11,6 +11,7 @@ from amopo.models import EMBEDDED_SMOLLM2
 LOSSES = ("amopo", "simpo", "dpo", "modpo")
 WEIGHTINGS = ("gaussian", "mean", "uniform")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
 DEFAULT_BETA = {"amopo": 0.8, "simpo": 0.8, "dpo": 0.1, "modpo": 0.1}
 
 
@@ -54,6 +55,8 @@ class TrainConfig:
                                               "only, never materialising full-vocabulary logits (exact)")
     logprob_chunk_rows: int = field(0, help="positions per chunk of the chunked log-softmax "
                                             "(0: about 16M logits per chunk)")
+    attention: str = field("sdpa", help="attention kernel: sdpa | eager | flash_attention_2 (GPU, needs the "
+                                        "flash-attn package; no block masks, so packing falls back to padding)")
     compile: bool = field(False, help="torch.compile each transformer block (slow first steps)")
     lora: bool = field(False, help="train LoRA adapters (peft) instead of all weights")
     lora_r: int = field(16, help="LoRA rank")
@@ -86,6 +89,8 @@ class TrainConfig:
             raise bad(f"weighting '{self.weighting}' is not one of {', '.join(WEIGHTINGS)}")
         if self.mixed_precision not in PRECISIONS:
             raise bad(f"mixed_precision '{self.mixed_precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.attention not in ATTENTIONS:
+            raise bad(f"attention '{self.attention}' is not one of {', '.join(ATTENTIONS)}")
         if self.reference not in ("auto", "copy", "adapter"):
             raise bad(f"reference '{self.reference}' is not one of auto, copy, adapter")
         if self.reference == "adapter" and not self.lora:

@@ -137,7 +137,7 @@ def train(cfg: TrainConfig) -> dict:
     global_batch = cfg.batch_size * cfg.grad_accum * world
     total_steps = _total_steps(cfg, len(rows), global_batch)
 
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, attn_implementation=cfg.attention)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
