@@ -17,6 +17,7 @@ import pytest
 
 from amopo.cluster import ClusterError, deploy_inferenceservice, inferenceservice_manifest
 from amopo.cluster.inferenceservice import GROUP, PLURAL, VERSION
+from tests.helpers.kube import api_client, stored, until
 
 CRDS = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
 ISVC_CRD = CRDS / "serving.kserve.io_inferenceservices.yaml"
@@ -127,17 +128,8 @@ def test_a_bad_name_is_refused():
 
 # --- deploy_inferenceservice against the emulator ----------------------------------------------------
 
-def _api(kmock):
-    from kubernetes import client
-
-    return client.ApiClient(client.Configuration(host=str(kmock.url)))
-
-
 def _stored(kmock, name: str = "amopo"):
-    for (resource, namespace, obj_name), obj in kmock.objects.items():
-        if resource.plural == PLURAL and namespace == NS and obj_name == name and not obj.deleted:
-            return obj
-    return None
+    return stored(kmock, PLURAL, NS, name, include_deleted=False)
 
 
 def _call(manifest: dict, api_client, log, **kw):
@@ -149,15 +141,7 @@ def _call(manifest: dict, api_client, log, **kw):
 
 def _start(kmock, manifest: dict, logs: list, **kw) -> asyncio.Task:
     """deploy_inferenceservice in a worker thread; the emulator serves on this test's event loop."""
-    return asyncio.create_task(asyncio.to_thread(_call, manifest, _api(kmock), logs.append, **kw))
-
-
-async def _until(predicate, timeout_s: float = 20.0):
-    for _ in range(int(timeout_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+    return asyncio.create_task(asyncio.to_thread(_call, manifest, api_client(kmock), logs.append, **kw))
 
 
 async def _set_status(kmock, status: dict, name: str = "amopo") -> None:
@@ -181,7 +165,7 @@ async def test_create_then_ready_returns_the_url_and_an_update_patches_with_a_ca
     observed. A third deploy without a canary removes the canary setting."""
     logs: list[str] = []
     task = _start(kmock, _hf(), logs, timeout_s=30, poll_s=0.05)
-    await _until(lambda: _stored(kmock) is not None)
+    await until(lambda: _stored(kmock) is not None)
     await _set_status(kmock, {"observedGeneration": 1, "conditions": [
         {"type": "Ready", "status": "Unknown", "reason": "RevisionMissing"}]})
     await asyncio.sleep(0.2)
@@ -197,9 +181,9 @@ async def test_create_then_ready_returns_the_url_and_an_update_patches_with_a_ca
     _stored(kmock).patch({"metadata": {"generation": 2}})
     new_uri = URI.replace("m-abc", "m-def")
     task = asyncio.create_task(asyncio.to_thread(
-        _call, inferenceservice_manifest("amopo", NS, new_uri, canary_traffic_percent=20), _api(kmock),
+        _call, inferenceservice_manifest("amopo", NS, new_uri, canary_traffic_percent=20), api_client(kmock),
         logs.append, timeout_s=30, poll_s=0.05))
-    await _until(lambda: _stored(kmock)["spec"]["predictor"]["model"]["storageUri"] == new_uri)
+    await until(lambda: _stored(kmock)["spec"]["predictor"]["model"]["storageUri"] == new_uri)
     assert _stored(kmock)["spec"]["predictor"]["canaryTrafficPercent"] == 20
     await asyncio.sleep(0.3)
     assert not task.done(), "returned on the Ready of the previous generation"
@@ -211,7 +195,7 @@ async def test_create_then_ready_returns_the_url_and_an_update_patches_with_a_ca
     patches = [r for r in kmock["patch"] if not r.url.path.endswith("/status")]
     assert len(patches) == 1 and patches[0].headers["Content-Type"] == "application/merge-patch+json"
 
-    result = await asyncio.to_thread(_call, _hf(), _api(kmock), logs.append, timeout_s=30, poll_s=0.05)
+    result = await asyncio.to_thread(_call, _hf(), api_client(kmock), logs.append, timeout_s=30, poll_s=0.05)
     assert result["action"] == "updated"
     assert "canaryTrafficPercent" not in _stored(kmock)["spec"]["predictor"]
 
@@ -221,7 +205,7 @@ async def test_a_false_ready_condition_with_a_reason_fails_with_it(kmock):
     """A rollout reason (MinimumReplicasUnavailable) keeps waiting; a failure reason ends it at once."""
     logs: list[str] = []
     task = _start(kmock, _hf(), logs, timeout_s=30, poll_s=0.05)
-    await _until(lambda: _stored(kmock) is not None)
+    await until(lambda: _stored(kmock) is not None)
     await _set_status(kmock, {"conditions": [{"type": "Ready", "status": "False",
                                               "reason": "MinimumReplicasUnavailable",
                                               "message": "Deployment does not have minimum availability."}]})
@@ -242,7 +226,7 @@ async def test_a_false_ready_condition_with_a_reason_fails_with_it(kmock):
 async def test_a_model_that_fails_to_load_ends_the_wait(kmock):
     logs: list[str] = []
     task = _start(kmock, _custom(), logs, timeout_s=30, poll_s=0.05)
-    await _until(lambda: _stored(kmock) is not None)
+    await until(lambda: _stored(kmock) is not None)
     await _set_status(kmock, {"modelStatus": {"transitionStatus": "BlockedByFailedLoad", "lastFailureInfo": {
         "reason": "ModelLoadFailed", "message": "no model.safetensors in /mnt/models"}}})
     result = await task
@@ -254,7 +238,7 @@ async def test_a_model_that_fails_to_load_ends_the_wait(kmock):
 async def test_no_ready_within_the_timeout_raises_with_the_last_reason(kmock):
     logs: list[str] = []
     task = _start(kmock, _hf(), logs, timeout_s=1.0, poll_s=0.05)
-    await _until(lambda: _stored(kmock) is not None)
+    await until(lambda: _stored(kmock) is not None)
     await _set_status(kmock, {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "RevisionMissing",
                                               "message": "Configuration is waiting for a Revision to become ready."}]})
     result = await task

@@ -10,7 +10,6 @@ then marks the TrainJob Complete through the API. The step must then hand back t
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,10 @@ import yaml
 from amopo.cluster import ClusterError
 from amopo.cluster.launch_training import SECRET_ENV, train_on_cluster
 from amopo.cluster.trainjob import GROUP, PLURAL, VERSION
+from tests.helpers.kube import api_client, stored, until
+from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 NS = "amopo"
-
-
-def _records(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Question {i}: what is {i} plus one?",
-             "chosen": {"response": f"It is {i + 1}.", "helpfulness": 4, "correctness": 4, "instruction_following": 5},
-             "rejected": {"response": "No idea, the moon.", "helpfulness": 1, "correctness": 1,
-                          "instruction_following": 2}} for i in range(offset, offset + n)]
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +29,9 @@ def prepared(tmp_path_factory) -> Path:
     from amopo.data.prepare import PrepareConfig, prepare
 
     root = tmp_path_factory.mktemp("launch-data")
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(6)))
-    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(2, offset=50)))
-    prepare(PrepareConfig(input=str(root / "train.jsonl"), eval_input=str(root / "eval.jsonl"),
-                          output=str(root / "data")))
+    train_file = write_jsonl(root / "train.jsonl", arithmetic_pairs(6))
+    eval_file = write_jsonl(root / "eval.jsonl", arithmetic_pairs(2, offset=50))
+    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
     return root / "data"
 
 
@@ -48,25 +41,8 @@ def _options(prepared: Path, model: Path, output: Path, **kw) -> dict:
             "save_every": 1, "mlflow_tracking_uri": "http://amopo-mlflow.amopo:5000", **kw}
 
 
-def _api(kmock):
-    from kubernetes import client
-
-    return client.ApiClient(client.Configuration(host=str(kmock.url)))
-
-
 def _stored(kmock, name: str):
-    for (resource, namespace, obj_name), obj in kmock.objects.items():
-        if resource.plural == PLURAL and namespace == NS and obj_name == name:
-            return obj
-    return None
-
-
-async def _until(predicate, timeout_s: float = 30.0):
-    for _ in range(int(timeout_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+    return stored(kmock, PLURAL, NS, name)
 
 
 async def _finish(kmock, name: str, kind: str, reason: str, message: str = "") -> None:
@@ -82,7 +58,7 @@ def _launch(kmock, options: dict, workspace: Path, name: str, **kw) -> asyncio.T
         try:
             return train_on_cluster(options, workspace=str(workspace), image="registry.example/amopo:1",
                                     namespace=NS, workspace_pvc="amopo-workspace", num_nodes=2, job_name=name,
-                                    api_client=_api(kmock), poll_s=0.05, timeout_s=120, log=lambda s: None, **kw)
+                                    api_client=api_client(kmock), poll_s=0.05, timeout_s=120, log=lambda s: None, **kw)
         except BaseException as exc:  # noqa: BLE001 - handed back to the test
             return exc
 
@@ -98,7 +74,7 @@ async def test_the_step_stages_inputs_runs_the_trainjob_and_returns_the_model(km
 
     name, workspace, output = "amopo-train-ok", tmp_path / "workspace", tmp_path / "step-output"
     task = _launch(kmock, _options(prepared, tiny_model_dir, output), workspace, name)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     job = _stored(kmock, name)
     trainer = job["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["image"] == "registry.example/amopo:1"
@@ -141,7 +117,7 @@ async def test_the_step_stages_inputs_runs_the_trainjob_and_returns_the_model(km
 async def test_a_failed_trainjob_fails_the_step_and_hands_back_nothing(kmock, prepared, tiny_model_dir, tmp_path):
     name, output = "amopo-train-bad", tmp_path / "step-output"
     task = _launch(kmock, _options(prepared, tiny_model_dir, output), tmp_path / "ws", name)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     await _finish(kmock, name, "Failed", "FailedJobs", "node-0 exited with code 1")
     result = await task
     assert isinstance(result, ClusterError) and "FailedJobs: node-0 exited with code 1" in str(result), result
@@ -153,7 +129,7 @@ async def test_a_completed_job_without_output_is_named(kmock, prepared, tiny_mod
     name = "amopo-train-empty"
     task = _launch(kmock, _options(prepared, "embedded:smollm2-135m-instruct", tmp_path / "out"), tmp_path / "ws",
                    name)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     staged = yaml.safe_load(Path(_stored(kmock, name)["spec"]["trainer"]["args"][1]).read_text())
     assert staged["model"] == "embedded:smollm2-135m-instruct"  # every pod resolves it itself
     await _finish(kmock, name, "Complete", "JobsCompleted")

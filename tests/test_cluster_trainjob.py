@@ -18,6 +18,7 @@ import pytest
 
 from amopo.cluster import ClusterError, launch_command, load_kube_client, run_trainjob, trainjob_manifest
 from amopo.cluster.trainjob import ACCELERATE_CONFIGS, GROUP, PLURAL, VERSION
+from tests.helpers.kube import api_client, stored, until
 
 ROOT = Path(__file__).resolve().parents[1]
 CRDS = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
@@ -195,29 +196,12 @@ def test_load_kube_client_in_a_pod_without_a_service_account_says_so(monkeypatch
 
 # --- run_trainjob against the emulator ---------------------------------------------------------------
 
-def _api(kmock):
-    from kubernetes import client
-
-    return client.ApiClient(client.Configuration(host=str(kmock.url)))
-
-
 def _job(name: str) -> dict:
     return trainjob_manifest(name, NS, "img", TRAIN_ARGS, num_nodes=2, gpus_per_node=0)
 
 
 def _stored(kmock, name: str):
-    for (resource, namespace, obj_name), obj in kmock.objects.items():
-        if resource.plural == PLURAL and namespace == NS and obj_name == name:
-            return obj
-    return None
-
-
-async def _until(predicate, timeout_s: float = 20.0):
-    for _ in range(int(timeout_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+    return stored(kmock, PLURAL, NS, name)
 
 
 async def _set_conditions(kmock, name: str, *conditions: dict) -> None:
@@ -239,7 +223,7 @@ def _call(manifest: dict, api_client, log, **kw):
 
 
 def _start(kmock, manifest: dict, log, **kw) -> asyncio.Task:
-    return asyncio.create_task(asyncio.to_thread(_call, manifest, _api(kmock), log, **kw))
+    return asyncio.create_task(asyncio.to_thread(_call, manifest, api_client(kmock), log, **kw))
 
 
 @pytest.mark.asyncio
@@ -253,10 +237,10 @@ async def test_run_trainjob_follows_pod_logs_and_returns_on_complete(kmock):
         b"2026-01-01T00:00:01.000000000Z step 1 loss 0.69\n2026-01-01T00:00:02.000000000Z step 2 loss 0.52\n")
     logs: list[str] = []
     task = _start(kmock, _job(name), logs.append, timeout_s=30, poll_s=0.05)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     stored = _stored(kmock, name)
     assert stored["spec"]["trainer"]["numNodes"] == 2 and stored["kind"] == "TrainJob"
-    await _until(lambda: f"[{name}-node-0-0] step 2 loss 0.52" in logs)
+    await until(lambda: f"[{name}-node-0-0] step 2 loss 0.52" in logs)
     await _set_conditions(kmock, name, {"type": "Complete", "status": "True", "reason": "JobsCompleted",
                                         "message": "jobset completed"})
     result = await task
@@ -273,7 +257,7 @@ async def test_run_trainjob_raises_with_the_failure_reason_and_keeps_the_job(kmo
     name = "amopo-bad"
     logs: list[str] = []
     task = _start(kmock, _job(name), logs.append, timeout_s=30, poll_s=0.05)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     await _set_conditions(kmock, name, {"type": "Failed", "status": "True", "reason": "FailedJobs",
                                         "message": "jobset failed: node-1 exited with code 2"})
     result = await task
@@ -290,7 +274,7 @@ async def test_run_trainjob_times_out_and_deletes_the_job(kmock):
     name = "amopo-slow"
     logs: list[str] = []
     task = _start(kmock, _job(name), logs.append, timeout_s=1.0, poll_s=0.05)
-    await _until(lambda: _stored(kmock, name) is not None)
+    await until(lambda: _stored(kmock, name) is not None)
     await _set_conditions(kmock, name, {"type": "Suspended", "status": "True", "reason": "Suspended"})
     result = await task
     assert isinstance(result, ClusterError) and "timed out after 1s" in str(result), result
@@ -333,7 +317,7 @@ async def test_run_trainjob_deletes_the_job_on_sigterm(kmock):
         sys.executable, "-c", SIGTERM_SCRIPT, str(kmock.url), json.dumps(_job(name)), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ})
     try:
-        await _until(lambda: _stored(kmock, name) is not None, timeout_s=60)
+        await until(lambda: _stored(kmock, name) is not None, timeout_s=60)
         await asyncio.sleep(0.3)  # let it enter the wait loop
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)

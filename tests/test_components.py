@@ -22,18 +22,7 @@ from components.promote import promote_model
 from components.register import register_model
 from components.smoke_test import smoke_test_endpoint
 from components.train import train_model
-
-
-def _records(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Question {i}: what is {i} plus one?",
-             "chosen": {"response": f"It is {i + 1}.", "helpfulness": 4, "correctness": 4, "instruction_following": 5},
-             "rejected": {"response": "No idea, the moon.", "helpfulness": 1, "correctness": 1,
-                          "instruction_following": 2}} for i in range(offset, offset + n)]
-
-
-def _write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
+from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 
 def _artifact(cls, root: Path, name: str):
@@ -55,8 +44,8 @@ def _train_kwargs(dataset, tiny_model_dir: Path, root: Path, **kw) -> dict:
 def chain(tmp_path_factory, tiny_model_dir):
     """prepare → train → evaluate, called as plain functions; the artifacts they wrote."""
     root = tmp_path_factory.mktemp("components")
-    train_file = _write_jsonl(root / "train.jsonl", _records(8))
-    eval_file = _write_jsonl(root / "eval.jsonl", _records(4, offset=50))
+    train_file = write_jsonl(root / "train.jsonl", arithmetic_pairs(8))
+    eval_file = write_jsonl(root / "eval.jsonl", arithmetic_pairs(4, offset=50))
     dataset = _artifact(dsl.Dataset, root, "dataset")
     pairs = prepare_data.python_func(data_source=str(train_file), data_format="amopo", eval_source=str(eval_file),
                                      dimensions="", base_model=str(tiny_model_dir), max_length=128, dataset=dataset)
@@ -84,7 +73,7 @@ def test_prepare_returns_the_pair_count_and_describes_the_dataset(chain):
 
 def test_prepare_refuses_bad_records_naming_file_and_line(tmp_path, tiny_model_dir):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(_records(1)[0]) + "\n" + '{"prompt": "x", "chosen": {}}\n')
+    bad.write_text(json.dumps(arithmetic_pairs(1)[0]) + "\n" + '{"prompt": "x", "chosen": {}}\n')
     dataset = _artifact(dsl.Dataset, tmp_path, "dataset")
     with pytest.raises(AmopoError, match=r"bad.jsonl:2"):
         prepare_data.python_func(data_source=str(bad), data_format="amopo", eval_source="", dimensions="",
@@ -202,7 +191,7 @@ def local_runner(tmp_path_factory):
 
 @pytest.mark.slow
 def test_prepare_runs_in_the_local_runner(local_runner, tiny_model_dir, tmp_path):
-    train_file = _write_jsonl(tmp_path / "train.jsonl", _records(6))
+    train_file = write_jsonl(tmp_path / "train.jsonl", arithmetic_pairs(6))
     prepared = prepare_data(data_source=str(train_file), data_format="amopo", eval_source="", dimensions="",
                             base_model=str(tiny_model_dir), max_length=128)
     dataset = prepared.outputs["dataset"]

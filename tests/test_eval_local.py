@@ -16,6 +16,7 @@ from amopo.evaluate.heldout import heldout_preference_accuracy
 from amopo.evaluate.judge_prompts import load_prompt_set
 from amopo.evaluate.judges import LocalJudge
 from amopo.evaluate.lm_eval_tasks import flatten_results, metric_key, run_lm_eval, shipped_tasks
+from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -74,13 +75,6 @@ def test_lm_eval_runs_the_shipped_tasks_on_a_tiny_model(tiny_model_dir):
 # End to end on a model trained here
 
 
-def _records(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Question {i}: what is {i} plus one?",
-             "chosen": {"response": f"It is {i + 1}.", "helpfulness": 4, "correctness": 4, "instruction_following": 5},
-             "rejected": {"response": "No idea, the moon.", "helpfulness": 1, "correctness": 1,
-                          "instruction_following": 2}} for i in range(offset, offset + n)]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
     """A real training run (prepare → train 2 steps, held-out accuracy on) with its MLflow run."""
@@ -89,8 +83,8 @@ def trained(tmp_path_factory, tiny_model_dir):
     from amopo.train.loop import train
 
     root = tmp_path_factory.mktemp("eval-e2e")
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(8)))
-    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(6, offset=50)))
+    write_jsonl(root / "train.jsonl", arithmetic_pairs(8))
+    write_jsonl(root / "eval.jsonl", arithmetic_pairs(6, offset=50))
     prepare(PrepareConfig(input=str(root / "train.jsonl"), eval_input=str(root / "eval.jsonl"),
                           output=str(root / "data")))
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from amopo.errors import ConfigError
+from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "pipelines" / "amopo_pipeline.yaml"
@@ -113,13 +114,6 @@ def test_submit_to_an_unreachable_server_is_one_clear_error(tmp_path):
     assert callable(main)
 
 
-def _records(n: int, offset: int = 0) -> list[dict]:
-    return [{"prompt": f"Question {i}: what is {i} plus one?",
-             "chosen": {"response": f"It is {i + 1}.", "helpfulness": 4, "correctness": 4, "instruction_following": 5},
-             "rejected": {"response": "No idea, the moon.", "helpfulness": 1, "correctness": 1,
-                          "instruction_following": 2}} for i in range(offset, offset + n)]
-
-
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, tiny_model_dir):
     """One whole local pipeline run (KFP SubprocessRunner) on a tiny model, then a second run whose
@@ -127,8 +121,8 @@ def local_run(tmp_path_factory, tiny_model_dir):
     from pipelines.local_run import run_local
 
     root = tmp_path_factory.mktemp("pipeline")
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(8)))
-    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(4, offset=50)))
+    write_jsonl(root / "train.jsonl", arithmetic_pairs(8))
+    write_jsonl(root / "eval.jsonl", arithmetic_pairs(4, offset=50))
     common = dict(data_source=str(root / "train.jsonl"), eval_source=str(root / "eval.jsonl"),
                   base_model=str(tiny_model_dir), judge=str(tiny_model_dir), max_length=128, max_steps=2,
                   learning_rate=1e-3, train_options={"warmup_ratio": 0.0, "progress": False},
