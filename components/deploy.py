@@ -42,5 +42,6 @@ def deploy_model(model_uri: str, storage_uri: str, target: str, service_name: st
             service_account=service_account or None, tolerations=tolerations,
             node_selector=with_accelerator(node_selector, accelerator_type if gpus else ""))
         result = deploy_inferenceservice(manifest, timeout_s=timeout_minutes * 60.0)
-        return outputs(result["url"], service_name)
+        # the cluster-local address: what the smoke-test pod can reach without the ingress' DNS
+        return outputs(result["address_url"] or result["url"], service_name)
     raise ValueError(f"target must be 'local' or 'kserve', got {target!r}")

@@ -5,6 +5,7 @@ component in a subprocess of this environment, as on a cluster in the image). Th
 the local runner is tests/test_pipeline.py."""
 
 
+import asyncio
 import json
 import urllib.request
 from pathlib import Path
@@ -221,3 +222,53 @@ def test_gate_runs_in_the_local_runner(local_runner, tmp_path):
 def test_a_failing_component_fails_its_local_run_with_the_reason(local_runner):
     with pytest.raises(RuntimeError, match="smoke-test-endpoint"):
         smoke_test_endpoint(url="http://127.0.0.1:9", model_name="x", prompt="hi")
+
+
+# --- the cluster path of deploy, against kmock (a real HTTP Kubernetes API emulator) -----------------
+
+@pytest.mark.asyncio
+async def test_deploy_to_kserve_creates_the_inferenceservice_and_returns_its_cluster_address(kmock, tmp_path,
+                                                                                           monkeypatch):
+    """The component finds the "cluster" through a kubeconfig, as outside a pod; the test plays the
+    KServe controller by writing a Ready status through the API."""
+    from amopo.cluster.inferenceservice import GROUP, PLURAL, VERSION
+    from tests.helpers.kube import stored, until
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": str(kmock.url)}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    storage = "s3://amopo-mlflow/artifacts/1/models/m-abc/artifacts/model"
+
+    def deploy():
+        try:
+            return deploy_model.python_func(
+                model_uri="models:/amopo/3", storage_uri=storage, target="kserve", service_name="amopo",
+                mlflow_tracking_uri="", namespace="serving", runtime="huggingface", image="", gpus=1,
+                accelerator_type="NVIDIA-H100-80GB-HBM3", node_selector={"pool": "serve"},
+                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                canary_traffic_percent=100, service_account="amopo-serving", state_dir=str(tmp_path), run_id="r",
+                timeout_minutes=1)
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            return exc
+
+    task = asyncio.create_task(asyncio.to_thread(deploy))
+    await until(lambda: stored(kmock, PLURAL, "serving", "amopo") is not None)
+    predictor = stored(kmock, PLURAL, "serving", "amopo")["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == storage and predictor["model"]["modelFormat"]["name"] == "huggingface"
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["nodeSelector"] == {"pool": "serve", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu" and "canaryTrafficPercent" not in predictor
+    url = f"/apis/{GROUP}/{VERSION}/namespaces/serving/{PLURAL}/amopo/status"
+    body = {"status": {"observedGeneration": 1, "url": "http://amopo.serving.example.com",
+                       "address": {"url": "http://amopo-predictor.serving.svc.cluster.local"},
+                       "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}
+    async with kmock.patch(url, json=body, headers={"Content-Type": "application/merge-patch+json"}) as resp:
+        assert resp.status == 200, await resp.text()
+    result = await task
+    assert not isinstance(result, BaseException), result
+    assert tuple(result) == ("http://amopo-predictor.serving.svc.cluster.local", "amopo")
