@@ -7,8 +7,8 @@ on the same model, data, sequence lengths, global batch and threads.
 
 Arms (each runs in its own child process, one after the other, so its peak memory is its own):
 
-    amopo          our AMoPO step, fast path (TrainConfig defaults: packing, chunked log-probs)
-    amopo-plain    our AMoPO step on the plain padded path (packing=False, chunked_logprobs=False)
+    amopo          our AMoPO step, fast path (TrainConfig defaults: packing, chunked log-probs, lean activations)
+    amopo-plain    our AMoPO step on the plain path (packing=False, chunked_logprobs=False, lean_activations=False)
     simpo          our SimPO step (loss="simpo") on the K-expanded pairs: every (pair, dimension) becomes
                    one row whose plain prompt is the conditioned prompt x*_k, so it sees exactly the tokens
                    the TRL arms see (our SimPO normally uses the unconditioned prompt, K = 1)
@@ -147,11 +147,11 @@ def prepare_data(model_dir: str, work: Path, prompt_tokens: int, response_tokens
     from amopo.data.tokenize import load_tokenized
     from amopo.models import load_tokenizer
 
+    tokenizer = load_tokenizer(model_dir)
     shipped = work / "shipped"
-    shipped_s, manifest = timed_prepare(PrepareConfig(input="sample", output=str(shipped), model=model_dir))
     cfg = PrepareConfig(input="sample", output=str(shipped), model=model_dir)
+    shipped_s, manifest = timed_prepare(cfg)
     if prompt_tokens or response_tokens:
-        tokenizer = load_tokenizer(model_dir)
         user_tokens = round(prompt_tokens - prompt_overhead(tokenizer, shipped)) if prompt_tokens else 0
         write_stretched(tokenizer, shipped, work / "stretched", user_tokens, response_tokens)
         cfg = PrepareConfig(input=str(work / "stretched" / "train.jsonl"),
@@ -161,7 +161,6 @@ def prepare_data(model_dir: str, work: Path, prompt_tokens: int, response_tokens
     else:
         fresh_s = shipped_s
     rerun_s, _ = timed_prepare(cfg)
-    tokenizer = load_tokenizer(model_dir)
     start = time.perf_counter()
     split = load_tokenized(cfg.output, tokenizer, "train", max_length=MAX_LENGTH, show_progress=False)
     load_s = time.perf_counter() - start
@@ -274,11 +273,14 @@ def run_ours(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf
     import torch
 
     from amopo.train.config import TrainConfig
+    from amopo.train.lean_ops import use_lean_activations
     from amopo.train.step import micro_step
 
     fast = arm != "amopo-plain"
     cfg = TrainConfig(loss="simpo" if arm == "simpo" else "amopo", lr=args.lr, seed=args.seed, packing=fast,
-                      chunked_logprobs=fast)
+                      chunked_logprobs=fast, lean_activations=fast)
+    if cfg.lean_activations and fast:
+        use_lean_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
@@ -353,34 +355,37 @@ def step_timer():
     return StepTimer()
 
 
-def run_trl(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf16: bool) -> dict:
-    """TRL's CPO (loss_type="simpo") or DPO trainer on the K-expanded pairs, via trainer.train()."""
+def trl_trainer(arm: str, args, model, tokenizer, records: list[dict], batch: int, bf16: bool, output_dir: str):
+    """TRL's CPO (loss_type="simpo", cpo_alpha=0) or DPO trainer over ``records`` in order, ``batch`` per step."""
     from datasets import Dataset
 
-    records, ours = trl_records(tokenizer, args, rows)
-    common = dict(output_dir=tempfile.mkdtemp(prefix="amopo-bench-trl-"), max_steps=args.warmup_steps + args.steps,
-                  per_device_train_batch_size=args.pairs * len(dimensions), gradient_accumulation_steps=1,
-                  learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-                  bf16=bf16, fp16=False, gradient_checkpointing=False, train_sampling_strategy="sequential",
-                  max_length=MAX_LENGTH, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-                  seed=args.seed, dataloader_num_workers=0)
+    common = dict(output_dir=output_dir, max_steps=args.warmup_steps + args.steps, per_device_train_batch_size=batch,
+                  gradient_accumulation_steps=1, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+                  weight_decay=0.0, bf16=bf16, fp16=False, activation_checkpointing=False,
+                  train_sampling_strategy="sequential", max_length=MAX_LENGTH, logging_steps=1, save_strategy="no",
+                  report_to="none", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0)
     if arm == "trl-cpo-simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
         config = CPOConfig(loss_type="simpo", cpo_alpha=0.0, beta=0.8, simpo_gamma=2.0, **common)
-        trainer = CPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
-                             processing_class=tokenizer)
-    else:
-        from trl import DPOConfig, DPOTrainer
+        return CPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
+                          processing_class=tokenizer)
+    from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(beta=0.1, **common)
-        trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(records),
-                             processing_class=tokenizer)
-    check = trl_token_check(arm, trainer.train_dataset, ours)
-    loaded = memory_mb(device)
-    timer = step_timer()
-    trainer.add_callback(timer)
-    trainer.train()
+    config = DPOConfig(beta=0.1, **common)
+    return DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(records), processing_class=tokenizer)
+
+
+def run_trl(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf16: bool) -> dict:
+    """The TRL arm on the K-expanded pairs, via trainer.train()."""
+    records, ours = trl_records(tokenizer, args, rows)
+    with tempfile.TemporaryDirectory(prefix="amopo-bench-trl-") as output_dir:
+        trainer = trl_trainer(arm, args, model, tokenizer, records, args.pairs * len(dimensions), bf16, output_dir)
+        check = trl_token_check(arm, trainer.train_dataset, ours)
+        loaded = memory_mb(device)
+        timer = step_timer()
+        trainer.add_callback(timer)
+        trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"durations": step_durations(timer.ends, timer.start), "losses": losses, "token_check": check,
             "loaded_mb": loaded}
@@ -522,7 +527,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--prompt-tokens", type=int, default=130,
-                        help="stretch user texts so the mean conditioned prompt has about this many tokens (0: as shipped)")
+                        help="stretch user texts so the mean conditioned prompt has about this many tokens "
+                             "(0: as shipped)")
     parser.add_argument("--response-tokens", type=int, default=100,
                         help="stretch every response to this many tokens (0: as shipped)")
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n×n matmul that measures the peak")

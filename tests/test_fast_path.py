@@ -12,6 +12,7 @@ from amopo.objectives import response_token_stats
 from amopo.objectives.chunked_logprobs import chunked_token_logprobs, segment_stats
 from amopo.train.batching import collate, pad_sequences
 from amopo.train.config import TrainConfig
+from amopo.train.lean_ops import use_lean_activations
 from amopo.train.packing import block_attention_mask, collate_packed, pack_groups, pack_rows, Group
 from amopo.train.step import micro_step, sequence_stats
 
@@ -176,10 +177,12 @@ def test_fast_path_losses_and_gradients_equal_the_plain_path(model, overrides):
         with torch.no_grad():
             for p in reference.parameters():
                 p.add_(0.01 * torch.randn_like(p))
-    plain_cfg = TrainConfig(packing=False, chunked_logprobs=False, **overrides)
+    plain_cfg = TrainConfig(packing=False, chunked_logprobs=False, lean_activations=False, **overrides)
     fast_cfg = TrainConfig(logprob_chunk_rows=7, **overrides)
+    lean = copy.deepcopy(model)
+    assert use_lean_activations(lean) == {"mlp": 2, "rms_norm": 5}   # as the loop does for fast_cfg
     loss_p, sums_p, ntok_p, grads_p = _step(model, plain_cfg, rows, reference)
-    loss_f, sums_f, ntok_f, grads_f = _step(model, fast_cfg, rows, reference)
+    loss_f, sums_f, ntok_f, grads_f = _step(lean, fast_cfg, rows, reference)
     assert ntok_p == ntok_f
     assert torch.allclose(loss_p, loss_f, atol=TOL, rtol=TOL), (loss_p - loss_f).abs().max()
     assert sums_p.keys() == sums_f.keys()
@@ -223,3 +226,27 @@ def test_lora_model_fast_path_matches(tiny_model_dir):
     assert lora
     for name in lora:
         assert torch.allclose(g_plain[name], g_fast[name], atol=TOL, rtol=TOL), name
+
+
+def test_lean_swiglu_and_rms_norm_have_exact_gradients_in_double():
+    from amopo.train.lean_ops import _RMSNorm, _SwiGLUDown
+
+    g = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_SwiGLUDown.apply, (g, u, w, b))
+    assert torch.autograd.gradcheck(_SwiGLUDown.apply, (g, u, w, None))
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    scale = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, c: _RMSNorm.apply(a, c, 1e-6), (x, scale))
+
+
+def test_lean_activations_leave_lora_wrapped_projections_alone(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from amopo.models import load_model
+
+    model = get_peft_model(load_model(str(tiny_model_dir)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "q_proj"]))
+    assert use_lean_activations(model) == {"mlp": 0, "rms_norm": 5}

@@ -53,6 +53,9 @@ class TrainConfig:
     chunked_logprobs: bool = field(True, help="log-probs and probability statistics from the final hidden "
                                               "states and the output head in chunks, on response positions "
                                               "only, never materialising full-vocabulary logits (exact)")
+    lean_activations: bool = field(True, help="SwiGLU MLPs and RMSNorms of Llama-style models keep fewer "
+                                              "activations for backward, recomputing cheap elementwise ones "
+                                              "(exact; about a third less activation memory)")
     logprob_chunk_rows: int = field(0, help="positions per chunk of the chunked log-softmax "
                                             "(0: about 16M logits per chunk)")
     attention: str = field("sdpa", help="attention kernel: sdpa | eager | flash_attention_2 (GPU, needs the "
