@@ -49,6 +49,11 @@ are short (≈ 20 tokens) and the conditioned prompts ≈ 76 tokens; --prompt-to
 (the user text is sized so the mean conditioned prompt is about --prompt-tokens); 0 keeps the shipped
 text. The stretched records are written as AMoPO JSONL and prepared again; that prepare is the one timed.
 
+Peak RSS on CPU includes what glibc's heap keeps after frees: with its default (dynamic) mmap
+threshold, freed activation blocks stay in the heap and the heap fragments from step to step, by
+different amounts in different arms. ``--malloc-mmap-threshold 131072`` fixes the threshold for
+every arm alike, so the peak reflects the memory a step really holds.
+
 Caveats: TRL's CPO computes full-vocabulary logits for every position (its code path), while TRL's DPO
 has a tiled LM head on completion positions only (and computes a few extra per-token statistics); TRL
 logs every step (its first-step loss is read from the log); the cores may be shared with other jobs,
@@ -443,6 +448,8 @@ def run_child(arm: str, args, model_dir: str, data_dir: Path, log: Path) -> dict
            "--data-dir", str(data_dir), "--pairs", str(args.pairs), "--warmup-steps", str(args.warmup_steps),
            "--steps", str(args.steps), "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if args.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log.write_text(proc.stdout)
     for line in proc.stdout.splitlines():
@@ -531,6 +538,11 @@ def parse_args(argv=None):
                              "(0: as shipped)")
     parser.add_argument("--response-tokens", type=int, default=100,
                         help="stretch every response to this many tokens (0: as shipped)")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=0, metavar="BYTES",
+                        help="glibc's MALLOC_MMAP_THRESHOLD_ for every arm's process (e.g. 131072): large blocks "
+                             "then come from mmap and go back to the system when freed, so peak RSS measures "
+                             "live memory rather than heap fragmentation (costs speed in every arm); 0: glibc's "
+                             "default, a threshold that grows with the blocks freed")
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n×n matmul that measures the peak")
     parser.add_argument("--json", default=None,
                         help="results file (default bench/results/train_throughput.json; tiny: ..._tiny.json)")

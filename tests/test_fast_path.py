@@ -250,3 +250,4 @@ def test_lean_activations_leave_lora_wrapped_projections_alone(tiny_model_dir):
     model = get_peft_model(load_model(str(tiny_model_dir)),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "q_proj"]))
     assert use_lean_activations(model) == {"mlp": 0, "rms_norm": 5}
+
