@@ -251,3 +251,34 @@ def test_lean_activations_leave_lora_wrapped_projections_alone(tiny_model_dir):
                            LoraConfig(r=4, lora_alpha=8, target_modules=["down_proj", "q_proj"]))
     assert use_lean_activations(model) == {"mlp": 0, "rms_norm": 5}
 
+
+
+def test_grouped_kv_heads_on_cpu_give_the_same_stats_and_gradients():
+    """A model with 4 query heads sharing 2 key/value heads: SDPA on the grouped heads (as micro_step
+    runs it on CPU) against transformers' repeated heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from amopo.train.forward import grouped_kv_on_cpu
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0))
+    batch = collate_packed(_rows(3), True, 0)
+
+    def run(grouped: bool):
+        model.zero_grad(set_to_none=True)
+        if grouped:
+            with grouped_kv_on_cpu("cpu"):
+                stats = sequence_stats(model, batch)
+        else:
+            stats = sequence_stats(model, batch)
+        stats.logp_sum.sum().backward()
+        return stats, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    (repeated, grads_r), (grouped, grads_g) = run(False), run(True)
+    for a, b in zip(repeated, grouped):
+        assert torch.allclose(a, b, atol=TOL, equal_nan=True)
+    for name, g in grads_r.items():
+        assert torch.allclose(g, grads_g[name], atol=TOL), name
+    import os
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ   # the switch is only on inside the block

@@ -8,6 +8,7 @@ applied by :func:`amopo.objectives.chunked_logprobs.chunked_token_logprobs` inst
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
@@ -112,3 +113,26 @@ def compile_decoder_layers(model: nn.Module) -> int:
             count += 1
     inner._amopo_compiled = True
     return count
+
+
+# transformers' switch for handing grouped k/v heads to SDPA as they are (read at every attention call)
+_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
+@contextmanager
+def grouped_kv_on_cpu(device) -> Iterator[None]:
+    """Within the block, on CPU, SDPA gets the model's grouped key/value heads as they are
+    (``enable_gqa``) instead of copies repeated to every query head, which its backward would keep.
+
+    Exact: torch's CPU flash-attention kernel takes grouped heads with any mask. transformers only
+    does this without a mask, for the sake of CUDA kernels that would fall back to the math path, so
+    it stays off on other devices.
+    """
+    if torch.device(device).type != "cpu" or os.environ.get(_FORCE_GQA) is not None:
+        yield
+        return
+    os.environ[_FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(_FORCE_GQA, None)

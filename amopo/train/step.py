@@ -30,8 +30,8 @@ from amopo.objectives import (
 from amopo.objectives.chunked_logprobs import chunked_token_logprobs, segment_stats
 from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
-from amopo.train.forward import (attention_mask_for, compile_decoder_layers, head_bypassed, output_head,
-                                 supports_block_mask, unwrap)
+from amopo.train.forward import (attention_mask_for, compile_decoder_layers, grouped_kv_on_cpu, head_bypassed,
+                                 output_head, supports_block_mask, unwrap)
 from amopo.train.packing import block_attention_mask, collate_packed, is_packed
 
 
@@ -130,7 +130,8 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
     packed = cfg.packing and supports_block_mask(model)
     batch = collate_packed(rows, cfg.conditioned, pad_id) if packed else collate(rows, cfg.conditioned, pad_id)
     batch = {n: t.to(device) for n, t in batch.items()}
-    stats = sequence_stats(model, batch, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows)
+    with grouped_kv_on_cpu(device):
+        stats = sequence_stats(model, batch, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows)
     beta = cfg.effective_beta
     sums: dict[str, float] = {}
 
