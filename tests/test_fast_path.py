@@ -282,3 +282,14 @@ def test_grouped_kv_heads_on_cpu_give_the_same_stats_and_gradients():
         assert torch.allclose(g, grads_g[name], atol=TOL), name
     import os
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ   # the switch is only on inside the block
+
+
+def test_compile_wraps_every_decoder_block_once(tiny_model_dir):
+    from amopo.models import load_model
+    from amopo.train.forward import compile_decoder_layers
+
+    model = load_model(str(tiny_model_dir))
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    assert compile_decoder_layers(model) == len(layers) == 2
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    assert compile_decoder_layers(model) == 0   # a second call (a resumed loop, say) changes nothing

@@ -15,6 +15,7 @@ and ``train/`` (without checkpoints) is copied to the step's output folder when 
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -40,11 +41,11 @@ def new_job_name(prefix: str = "amopo-train") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _copy_tree(src: Path, dst: Path, *, ignore=None) -> None:
+def _copy_tree(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` is either absent or complete."""
     tmp = dst.with_name(f".{dst.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=ignore)
+    shutil.copytree(src, tmp)
     if dst.exists():
         shutil.rmtree(dst)
     tmp.rename(dst)
@@ -74,8 +75,6 @@ def stage_inputs(options: dict, run_dir: Path) -> dict:
 
 def collect_output(run_dir: Path, output: Path) -> dict:
     """Copy the job's output folder (without resumable checkpoints) to ``output``; its summary."""
-    import json
-
     source = run_dir / "train"
     summary_file = source / "metrics.json"
     if not summary_file.is_file():

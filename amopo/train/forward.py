@@ -43,7 +43,8 @@ def _config(model: nn.Module):
     return getattr(unwrap(model), "config", None)
 
 
-def _sharded(weight: torch.Tensor) -> bool:
+def is_sharded(weight: torch.Tensor) -> bool:
+    """A DTensor shard or a DeepSpeed ZeRO-3 partition rather than the whole weight."""
     try:
         from torch.distributed.tensor import DTensor
         if isinstance(weight, DTensor):
@@ -65,7 +66,7 @@ def output_head(model: nn.Module) -> Head | None:
             return None
     getter = getattr(inner, "get_output_embeddings", None)
     head = getter() if callable(getter) else None
-    if type(head) is not nn.Linear or _sharded(head.weight):
+    if type(head) is not nn.Linear or is_sharded(head.weight):
         return None
     for name, module in inner.named_modules():
         if module is head:

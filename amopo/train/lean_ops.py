@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from amopo.train.forward import is_sharded
+
 # Norms computing w ⊙ x / sqrt(mean(x²) + ε) in fp32 (Gemma's (1 + w) variant is deliberately absent).
 RMS_NORMS = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm", "Qwen3MoeRMSNorm")
 SWIGLU_MLPS = ("LlamaMLP", "Qwen2MLP", "Qwen3MLP", "MistralMLP")
@@ -88,11 +90,6 @@ def _lean_norm_forward(self, x: Tensor) -> Tensor:
     return _RMSNorm.apply(x, self.weight, self.variance_epsilon)
 
 
-def _plain_weight(weight: Tensor) -> bool:
-    """A whole, ordinary tensor (not a DTensor shard, not a DeepSpeed ZeRO-3 partition)."""
-    return type(weight) in (torch.Tensor, nn.Parameter) and weight.numel() > 0 and not hasattr(weight, "ds_id")
-
-
 def _is_silu(act) -> bool:
     # nn.SiLU, or transformers' SiLUActivation (ACT2FN["silu"]), which is F.silu under another name
     return isinstance(act, nn.SiLU) or type(act).__name__ == "SiLUActivation"
@@ -101,12 +98,12 @@ def _is_silu(act) -> bool:
 def _is_swiglu_mlp(module: nn.Module) -> bool:
     return (type(module).__name__ in SWIGLU_MLPS
             and all(type(getattr(module, n, None)) is nn.Linear for n in ("gate_proj", "up_proj", "down_proj"))
-            and _is_silu(getattr(module, "act_fn", None)) and _plain_weight(module.down_proj.weight))
+            and _is_silu(getattr(module, "act_fn", None)) and not is_sharded(module.down_proj.weight))
 
 
 def _is_rms_norm(module: nn.Module) -> bool:
     return (type(module).__name__ in RMS_NORMS and isinstance(getattr(module, "weight", None), nn.Parameter)
-            and isinstance(getattr(module, "variance_epsilon", None), float) and _plain_weight(module.weight))
+            and isinstance(getattr(module, "variance_epsilon", None), float) and not is_sharded(module.weight))
 
 
 def use_lean_activations(model: nn.Module) -> dict[str, int]:

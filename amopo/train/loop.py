@@ -30,6 +30,7 @@ from amopo.tracking import Run
 from amopo.train.batching import micro_batches, steps_per_epoch
 from amopo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from amopo.train.config import TrainConfig
+from amopo.train.forward import compile_decoder_layers
 from amopo.train.lean_ops import use_lean_activations
 from amopo.train.step import micro_step, sequence_stats
 
@@ -146,6 +147,8 @@ def train(cfg: TrainConfig) -> dict:
         model = _apply_lora(cfg, model)
     if cfg.lean_activations:
         use_lean_activations(model)   # after LoRA: projections it wraps are left as they are
+    if cfg.compile:
+        compile_decoder_layers(model)
     ref_mode = _reference_mode(cfg)
     reference = None
     if ref_mode == "copy":

@@ -30,8 +30,8 @@ from amopo.objectives import (
 from amopo.objectives.chunked_logprobs import chunked_token_logprobs, segment_stats
 from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
-from amopo.train.forward import (attention_mask_for, compile_decoder_layers, grouped_kv_on_cpu, head_bypassed,
-                                 output_head, supports_block_mask, unwrap)
+from amopo.train.forward import (attention_mask_for, grouped_kv_on_cpu, head_bypassed, output_head,
+                                 supports_block_mask, unwrap)
 from amopo.train.packing import block_attention_mask, collate_packed, is_packed
 
 
@@ -125,8 +125,6 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
     """
     b = len(rows)
     k = len(dimensions) if cfg.conditioned else 1
-    if cfg.compile:
-        compile_decoder_layers(model)
     packed = cfg.packing and supports_block_mask(model)
     batch = collate_packed(rows, cfg.conditioned, pad_id) if packed else collate(rows, cfg.conditioned, pad_id)
     batch = {n: t.to(device) for n, t in batch.items()}
