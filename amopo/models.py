@@ -95,7 +95,8 @@ def load_tokenizer(name_or_path: str):
 
 def load_model(name_or_path: str, *, dtype=None, attn_implementation: str | None = None):
     """A causal LM from safetensors only, ``trust_remote_code`` off; fp32 weights unless ``dtype``;
-    ``attn_implementation`` ("sdpa", "eager", "flash_attention_2") as transformers takes it, or its default."""
+    ``attn_implementation`` ("sdpa", "eager", "flash_attention_2", "flex_attention") as transformers
+    takes it, or its default."""
     import torch
     from transformers import AutoModelForCausalLM
 

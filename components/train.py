@@ -24,6 +24,9 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` (``num_processes`` on CPU
     nodes) in ``image``, reading and writing the workspace PVC (mounted here at /workspace too),
     followed to its end; the output is copied back (amopo.cluster.launch_training).
+    ``accelerate_config``: ``ddp`` (data-parallel) | ``fsdp`` (FSDP2 sharding with the shipped
+    configs/accelerate/fsdp.yaml: this checkout's or this image's for "local", the trainer image's for
+    "trainjob"); ``deepspeed`` is refused (not in the image, never run by the project's tests).
     ``accelerator_type``: the GPU model the nodes must carry (the node label nvidia.com/gpu.product set
     by NVIDIA's GPU feature discovery, e.g. "NVIDIA-H100-80GB-HBM3"); empty = any.
     ``heldout_max_pairs``: held-out pairs measured before and after training (0: all).
@@ -42,9 +45,13 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": model.path}
     if launcher == "local":
         from amopo import config as config_lib
+        from amopo.cluster.trainjob import check_distributed
         from amopo.train.config import TrainConfig
         from amopo.train.launch import run_local
+        from amopo.train.shipped import shipped_fsdp_config
 
+        if check_distributed(accelerate_config, "accelerate_config") == "fsdp":
+            options["fsdp_config"] = str(shipped_fsdp_config())
         summary = run_local(config_lib.from_dict(TrainConfig, options, "train options"), num_processes)
     elif launcher == "trainjob":
         from amopo.cluster.launch_training import train_on_cluster

@@ -69,7 +69,7 @@ def amopo_pipeline(
     num_nodes: int = 1,
     gpus_per_node: int = 0,
     accelerator_type: str = "",
-    accelerate_config: str = "ddp",
+    accelerate_config: str = "ddp",  # ddp | fsdp (FSDP2 with the shipped configs/accelerate/fsdp.yaml)
     image: str = IMAGE,
     namespace: str = "amopo",
     workspace_pvc: str = "amopo-workspace",

@@ -27,3 +27,21 @@ def tiny_tokenizer(tiny_model_dir):
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A prepared data folder: 16 training and 8 held-out pairs of :func:`answer_pairs`."""
+    from amopo.data.prepare import PrepareConfig, prepare
+    from tests.helpers.records import answer_pairs, write_jsonl
+
+    root = tmp_path_factory.mktemp("prepared")
+    train_file = write_jsonl(root / "train.jsonl", answer_pairs(16))
+    eval_file = write_jsonl(root / "eval.jsonl", answer_pairs(8, offset=100))
+    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"

@@ -137,17 +137,22 @@ async def test_a_completed_job_without_output_is_named(kmock, prepared, tiny_mod
     assert isinstance(result, ClusterError) and "wrote no" in str(result) and "metrics.json" in str(result)
 
 
-@pytest.mark.parametrize("overrides, words", [
-    ({"mlflow_tracking_uri": None}, "needs mlflow_tracking_uri"),
-    ({"mlflow_tracking_uri": "sqlite:///runs/mlflow.db"}, "needs mlflow_tracking_uri"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"no_such_option": 1}, "no_such_option"),
+@pytest.mark.parametrize("overrides, step, words", [
+    ({"mlflow_tracking_uri": None}, {}, "needs mlflow_tracking_uri"),
+    ({"mlflow_tracking_uri": "sqlite:///runs/mlflow.db"}, {}, "needs mlflow_tracking_uri"),
+    ({"batch_size": 0}, {}, "batch_size"),
+    ({"no_such_option": 1}, {}, "no_such_option"),
+    ({}, {"accelerate_config": "deepspeed"}, "accelerate_config 'deepspeed' is not supported: DeepSpeed is not part"),
+    ({"fsdp_config": str(Path(__file__).resolve().parents[1] / "configs/accelerate/fsdp.yaml")},
+     {"accelerate_config": "fsdp"},
+     "set accelerate_config='fsdp' instead"),
 ])
-def test_bad_options_fail_before_anything_is_copied_or_created(prepared, tiny_model_dir, tmp_path, overrides, words):
+def test_bad_options_fail_before_anything_is_copied_or_created(prepared, tiny_model_dir, tmp_path, overrides, step,
+                                                               words):
     options = {**_options(prepared, tiny_model_dir, tmp_path / "out"), **overrides}
     with pytest.raises(Exception, match=words) as info:
         train_on_cluster(options, workspace=str(tmp_path / "ws"), image="img", namespace=NS,
-                         workspace_pvc="amopo-workspace", api_client=object())
+                         workspace_pvc="amopo-workspace", api_client=object(), **step)
     assert "Traceback" not in str(info.value)
     assert not (tmp_path / "ws").exists() and not (tmp_path / "out").exists()
 

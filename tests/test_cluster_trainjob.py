@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from amopo.cluster import ClusterError, launch_command, load_kube_client, run_trainjob, trainjob_manifest
-from amopo.cluster.trainjob import ACCELERATE_CONFIGS, GROUP, PLURAL, VERSION
+from amopo.cluster.trainjob import GROUP, IMAGE_PROJECT_DIR, NCCL_ENV, PLURAL, VERSION, accelerate_config_file
+from tests.helpers.dockerfile import image_layout, repository_file
 from tests.helpers.kube import api_client, stored, until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +56,11 @@ def _pod_patch(manifest: dict) -> dict:
 @needs_crds
 @pytest.mark.parametrize("kw", [
     dict(),
-    dict(distributed="deepspeed"),
     dict(num_nodes=1, gpus_per_node=1, distributed="ddp", shm_size=None, workspace_pvc=None),
+    dict(num_nodes=1, gpus_per_node=4, distributed="fsdp", env={"NCCL_DEBUG": "INFO"}),
     dict(num_nodes=3, gpus_per_node=0, procs_per_node=2, distributed="ddp", node_selector=None, tolerations=None,
          workspace_pvc=None, shm_size=None, service_account=None, image_pull_secrets=None, active_deadline_s=None),
-], ids=["gpu-fsdp-2-nodes-everything", "gpu-deepspeed", "one-gpu-ddp", "cpu-3-nodes-no-patches"])
+], ids=["gpu-fsdp-2-nodes-everything", "one-gpu-ddp", "one-node-fsdp-nccl-override", "cpu-3-nodes-no-patches"])
 def test_trainjob_manifest_validates_against_the_crd(kw):
     from amopo.cluster.crd_schema import validation_errors
 
@@ -99,7 +100,8 @@ def test_trainjob_manifest_puts_every_setting_where_the_schema_says():
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 8
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
     assert trainer["resourcesPerNode"]["requests"] == {"cpu": "16", "memory": "200Gi"}
-    assert trainer["args"] == TRAIN_ARGS
+    assert trainer["command"] == ["torchrun", "--module", "amopo", "train"]
+    assert trainer["args"] == [*TRAIN_ARGS, "--fsdp-config", f"{IMAGE_PROJECT_DIR}/configs/accelerate/fsdp.yaml"]
     assert spec["activeDeadlineSeconds"] == 86400
 
     env = {e["name"]: e for e in trainer["env"]}
@@ -131,36 +133,113 @@ def test_cpu_nodes_get_no_gpu_and_no_runtime_patch_when_nothing_needs_one():
     assert "runtimePatches" not in m["spec"] and "env" not in trainer
 
 
-def test_launch_commands_and_their_accelerate_configs_exist_in_the_project():
-    assert launch_command() == ["torchrun", "--module", "amopo", "train"]
-    fsdp = launch_command(distributed="fsdp", num_nodes=2, procs_per_node=8)
-    assert fsdp[:4] == ["accelerate", "launch", "--config_file", "configs/accelerate/multi_node_fsdp.yaml"]
-    flags = dict(zip(fsdp[4:-3:2], fsdp[5:-3:2]))
-    assert flags == {"--num_machines": "2", "--num_processes": "16", "--machine_rank": "$(PET_NODE_RANK)",
-                     "--main_process_ip": "$(PET_MASTER_ADDR)", "--main_process_port": "$(PET_MASTER_PORT)"}
-    assert fsdp[-3:] == ["--module", "amopo", "train"]
-    deepspeed = launch_command(distributed="deepspeed", num_nodes=2, procs_per_node=4)
-    assert "configs/accelerate/deepspeed_zero3.yaml" in deepspeed
-    assert deepspeed[deepspeed.index("--deepspeed_multinode_launcher") + 1] == "standalone"
-    assert "--deepspeed_multinode_launcher" not in launch_command(distributed="deepspeed", num_nodes=1)
-    for files in ACCELERATE_CONFIGS.values():
-        for f in files:
-            assert (ROOT / "configs" / "accelerate" / f).is_file(), f
+def test_every_strategy_and_size_runs_the_same_torchrun_command():
+    assert launch_command() == launch_command(distributed="fsdp") == ["torchrun", "--module", "amopo", "train"]
     # `python -m amopo` is what `torchrun --module amopo` runs.
     assert (ROOT / "amopo" / "__main__.py").is_file()
+    assert accelerate_config_file("ddp") is None
+    assert accelerate_config_file("fsdp") == f"{IMAGE_PROJECT_DIR}/configs/accelerate/fsdp.yaml"
+
+
+def _image_paths(trainer: dict, workspace: str) -> list[str]:
+    """The absolute paths in the container's command and args (``--flag=PATH`` too), outside ``workspace``."""
+    tokens = [t.split("=", 1)[-1] for t in trainer["command"] + trainer["args"]]
+    return [t for t in tokens if t.startswith("/") and not (t + "/").startswith(workspace.rstrip("/") + "/")]
+
+
+def missing_in_image(manifest: dict, dockerfile: str, workspace: str = "/workspace") -> list[str]:
+    """The image paths ``manifest``'s container names that the Dockerfile's COPY lines do not fill from
+    a file of this repository (empty: every one is there)."""
+    layout = image_layout(dockerfile, ROOT)
+    problems = []
+    for path in _image_paths(manifest["spec"]["trainer"], workspace):
+        source = repository_file(layout, path, ROOT)
+        if source is None or not source.is_file():
+            problems.append(f"{path}: {'no COPY puts it there' if source is None else f'{source} does not exist'}")
+    return problems
+
+
+DISTRIBUTED_SIZES = [(d, n) for d in ("ddp", "fsdp") for n in (1, 2)]
+
+
+@pytest.mark.parametrize("distributed, num_nodes", DISTRIBUTED_SIZES,
+                         ids=[f"{d}-{n}-nodes" for d, n in DISTRIBUTED_SIZES])
+def test_every_file_the_container_names_is_in_the_image_the_dockerfile_builds(distributed, num_nodes):
+    m = _full(distributed=distributed, num_nodes=num_nodes, gpus_per_node=8)
+    trainer = m["spec"]["trainer"]
+    assert trainer["command"][0] == "torchrun"
+    assert not [t for t in trainer["command"] + trainer["args"] if "$(" in t], "no kubelet $(VAR) expansion"
+    paths = _image_paths(trainer, "/workspace")
+    assert paths == ([accelerate_config_file("fsdp")] if distributed == "fsdp" else [])
+    assert trainer["args"][:len(TRAIN_ARGS)] == TRAIN_ARGS
+    assert missing_in_image(m, (ROOT / "Dockerfile").read_text()) == []
+
+
+@pytest.mark.parametrize("change", ["workdir", "copy-configs"])
+def test_a_dockerfile_that_moves_or_drops_the_configs_is_caught(change):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    old = {"workdir": f"WORKDIR {IMAGE_PROJECT_DIR}\n", "copy-configs": "COPY configs ./configs\n"}[change]
+    assert old in dockerfile
+    changed = dockerfile.replace(old, "WORKDIR /srv/app\n" if change == "workdir" else "")
+    assert missing_in_image(_full(distributed="fsdp"), changed) == [
+        f"{accelerate_config_file('fsdp')}: no COPY puts it there"]
+
+
+def test_deepspeed_is_refused_with_the_reason():
+    for call in (lambda: launch_command(distributed="deepspeed"), lambda: accelerate_config_file("deepspeed"),
+                 lambda: _full(distributed="deepspeed")):
+        with pytest.raises(ClusterError, match="'deepspeed' is not supported: DeepSpeed is not part of the image "
+                                               "and has never been run by the project's tests; use 'fsdp'"):
+            call()
+
+
+# --- NCCL defaults -------------------------------------------------------------------------------------
+
+def _plain_env(manifest: dict) -> dict:
+    return {e["name"]: e.get("value") for e in manifest["spec"]["trainer"].get("env", [])}
+
+
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_gpu_trainjobs_get_the_nccl_defaults(distributed):
+    assert {"TORCH_NCCL_ASYNC_ERROR_HANDLING", "NCCL_DEBUG"} <= set(NCCL_ENV)
+    env = _plain_env(_full(distributed=distributed))
+    assert {k: env[k] for k in NCCL_ENV} == NCCL_ENV
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.kubeflow:5000"
+    plain = trainjob_manifest("amopo-gpu", NS, "img", TRAIN_ARGS, gpus_per_node=1)
+    assert _plain_env(plain) == NCCL_ENV
+
+
+@needs_crds
+def test_the_callers_env_wins_over_the_nccl_defaults():
+    from amopo.cluster.crd_schema import validation_errors
+
+    m = _full(env={"NCCL_DEBUG": "INFO", "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+              secret_env={"TORCH_NCCL_ASYNC_ERROR_HANDLING": "nccl/mode"})
+    env = {e["name"]: e for e in m["spec"]["trainer"]["env"]}
+    assert env["NCCL_DEBUG"] == {"name": "NCCL_DEBUG", "value": "INFO"}
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"]["valueFrom"]["secretKeyRef"] == {"name": "nccl", "key": "mode"}
+    assert [e["name"] for e in m["spec"]["trainer"]["env"]].count("NCCL_DEBUG") == 1
+    assert validation_errors(m, TRAINJOB_CRD) == []
+
+
+def test_cpu_trainjobs_get_no_nccl_settings_and_may_shard_too():
+    m = trainjob_manifest("amopo-cpu", NS, "img", TRAIN_ARGS, num_nodes=2, distributed="fsdp",
+                          env={"OMP_NUM_THREADS": "1"})
+    assert _plain_env(m) == {"OMP_NUM_THREADS": "1"}
+    assert m["spec"]["trainer"]["args"][-2:] == ["--fsdp-config", accelerate_config_file("fsdp")]
 
 
 @pytest.mark.parametrize("kw, words", [
     (dict(name="Amopo_Train"), "DNS-1035"),
-    (dict(distributed="fsdp", gpus_per_node=0), "needs GPUs"),
-    (dict(distributed="horovod"), "not one of ddp, fsdp, deepspeed"),
+    (dict(distributed="horovod"), "distributed 'horovod' is not one of ddp, fsdp"),
+    (dict(train_args=["--data", "x", "--fsdp-config=/tmp/f.yaml"]), "choose distributed='fsdp'"),
     (dict(secret_env={"TOKEN": "just-a-value"}), "must be 'SECRET_NAME/KEY'"),
     (dict(env={"A": "1"}, secret_env={"A": "s/k"}), "'A' is set twice"),
     (dict(memory="lots"), "not a Kubernetes quantity"),
     (dict(num_nodes=0), "num_nodes must be"),
     (dict(tolerations=[{"key": "a", "operatr": "Exists"}]), "unknown field"),
     (dict(train_args=["train", "--data", "x"]), "drop the leading 'train'"),
-], ids=["name", "fsdp-on-cpu", "strategy", "secret-ref", "twice", "quantity", "nodes", "toleration", "args"])
+], ids=["name", "strategy", "own-fsdp-config", "secret-ref", "twice", "quantity", "nodes", "toleration", "args"])
 def test_bad_settings_raise_one_clear_error(kw, words):
     args = dict(name="amopo-train", namespace=NS, image="img", train_args=TRAIN_ARGS)
     args.update(kw)

@@ -104,6 +104,31 @@ def test_train_refuses_an_unknown_launcher_and_bad_options(chain, tiny_model_dir
         train_model.python_func(**{**_train_kwargs(chain["dataset"], tiny_model_dir, tmp_path), "launcher": "trainjob"})
 
 
+@pytest.mark.parametrize("launcher", ["local", "trainjob"])
+def test_train_refuses_deepspeed_saying_why(tmp_path, launcher):
+    kwargs = {**_train_kwargs(_artifact(dsl.Dataset, tmp_path, "dataset"), tmp_path / "base", tmp_path),
+              "launcher": launcher, "accelerate_config": "deepspeed"}
+    with pytest.raises(AmopoError, match="accelerate_config 'deepspeed' is not supported: DeepSpeed is not part "
+                                         "of the image and has never been run by the project's tests"):
+        train_model.python_func(**kwargs)
+
+
+def test_local_fsdp_hands_the_trainer_the_shipped_fsdp_config(tmp_path, monkeypatch):
+    """Only the wiring: the trainer itself is replaced by one that records the config it gets."""
+    import amopo.train.launch
+    from amopo.train.shipped import shipped_fsdp_config
+
+    received = []
+    monkeypatch.setattr(amopo.train.launch, "run_local",
+                        lambda cfg, num_processes: received.append((cfg, num_processes)) or {"steps": 0})
+    kwargs = {**_train_kwargs(_artifact(dsl.Dataset, tmp_path, "dataset"), tmp_path / "base", tmp_path),
+              "accelerate_config": "fsdp", "num_processes": 2}
+    train_model.python_func(**kwargs)
+    ((cfg, num_processes),) = received
+    assert cfg.fsdp_config == str(shipped_fsdp_config()) and Path(cfg.fsdp_config).is_file()
+    assert num_processes == 2
+
+
 def test_evaluate_writes_flat_metrics_a_report_and_logs_them(chain):
     flat = json.loads((Path(chain["results"].path) / "metrics.json").read_text())
     assert flat["pref_accuracy/pairs"] == 4

@@ -66,14 +66,20 @@ def test_dump_round_trips():
 
 
 def test_shipped_accelerate_configs_parse():
+    """The one shipped accelerate config is FSDP2, is the file `shipped_fsdp_config()` finds, and
+    parses as accelerate's own config file."""
     from pathlib import Path
 
     from accelerate.commands.config.config_args import ClusterConfig
 
-    files = sorted((Path(__file__).parents[1] / "configs" / "accelerate").glob("*.yaml"))
-    kinds = {f.stem: str(ClusterConfig.from_yaml_file(str(f)).distributed_type) for f in files}
-    assert kinds == {"single_gpu": "DistributedType.NO", "multi_gpu_fsdp": "DistributedType.FSDP",
-                     "deepspeed_zero3": "DistributedType.DEEPSPEED", "multi_node_fsdp": "DistributedType.FSDP"}
+    from amopo.train.shipped import shipped_fsdp_config
+
+    folder = Path(__file__).parents[1] / "configs" / "accelerate"
+    assert sorted(f.name for f in folder.iterdir()) == ["fsdp.yaml"]
+    assert shipped_fsdp_config() == (folder / "fsdp.yaml").resolve()
+    parsed = ClusterConfig.from_yaml_file(str(shipped_fsdp_config()))
+    assert str(parsed.distributed_type) == "DistributedType.FSDP"
+    assert parsed.fsdp_config["fsdp_version"] == 2
 
 
 def test_quickstart_config_is_a_valid_train_config():

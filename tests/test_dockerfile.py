@@ -22,6 +22,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.helpers.dockerfile import image_layout, instructions, repository_file, workdirs
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -32,22 +34,6 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL", re.IGNO
 # pip options whose value is the next token, so that value is not a requirement
 PIP_OPTIONS_WITH_VALUE = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "-c", "--constraint",
                           "-r", "--requirement", "-t", "--target", "--prefix", "--root", "--platform"}
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined and comments dropped."""
-    result, pending = [], ""
-    for line in text.splitlines():
-        if line.strip().startswith("#") or not line.strip():
-            continue
-        pending += line.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        keyword, _, args = pending.strip().partition(" ")
-        result.append((keyword.upper(), " ".join(args.split())))
-        pending = ""
-    return result
 
 
 def pip_installs(command: str) -> list[list[str]]:
@@ -172,6 +158,8 @@ def test_installs_the_project_from_pyproject_not_a_hand_written_list(steps):
     assert len(project) == 1, "the project must be installed once, with `pip install .[...]`"
     (at, args), = project
     assert ".[cluster]" in requirements(args)
+    assert args[args.index(".[cluster]") - 1] in ("-e", "--editable"), \
+        "install the project editable, so configs/ stays beside the package (see the next test)"
     assert "cluster" in tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
     for _, a in runs:
         assert not {"-r", "--requirement"} & set(a), "no requirements files: pyproject.toml is the one list"
@@ -274,3 +262,18 @@ def test_every_package_of_the_project_is_copied_before_the_install(steps):
     install_at = next(i for i, (kw, args) in enumerate(steps) if kw == "RUN" and ".[cluster]" in args)
     copied = {src.rstrip("/") for kw, args in steps[:install_at] if kw == "COPY" for src in args.split()[:-1]}
     assert packages <= copied, f"not copied before `pip install .`: {sorted(packages - copied)}"
+
+
+def test_the_package_lies_beside_configs_where_trainjobs_look_for_them(steps, dockerfile):
+    """Installed editable in its WORKDIR, the package resolves to IMAGE_PROJECT_DIR/amopo, so the
+    trainer's ``shipped_fsdp_config()`` there is the very file a TrainJob names."""
+    from amopo.cluster.trainjob import IMAGE_PROJECT_DIR, accelerate_config_file
+    from amopo.train.shipped import FSDP_CONFIG
+
+    install_at = next(i for i, (kw, args) in enumerate(steps) if kw == "RUN" and ".[cluster]" in args)
+    assert workdirs(steps)[install_at] == IMAGE_PROJECT_DIR
+    layout = image_layout(dockerfile, ROOT)
+    package = repository_file(layout, f"{IMAGE_PROJECT_DIR}/amopo/__init__.py", ROOT)
+    assert package == ROOT / "amopo" / "__init__.py" and package.is_file()
+    assert accelerate_config_file("fsdp") == f"{IMAGE_PROJECT_DIR}/{FSDP_CONFIG}"
+    assert repository_file(layout, accelerate_config_file("fsdp"), ROOT) == ROOT / FSDP_CONFIG

@@ -15,23 +15,9 @@ from amopo.train.config import TrainConfig
 from amopo.train.lean_ops import use_lean_activations
 from amopo.train.packing import block_attention_mask, collate_packed, pack_groups, pack_rows, Group
 from amopo.train.step import micro_step, sequence_stats
+from tests.helpers.token_rows import DIMS, token_rows
 
-DIMS = ["overall", "helpfulness", "correctness"]
 TOL = 1e-5
-
-
-def _rows(n: int, vocab: int = 300) -> list[dict]:
-    rows = []
-    for i in range(n):
-        g = torch.Generator().manual_seed(100 + i)
-        ids = lambda m: torch.randint(3, vocab, (m,), generator=g).tolist()  # noqa: E731
-        rows.append({
-            "id": i, "prompt_ids": [ids(6 + 2 * i + j) for j in range(len(DIMS))], "plain_prompt_ids": ids(5 + i),
-            "chosen_ids": ids(4 + 3 * i), "rejected_ids": ids(9 - 2 * i) if i < 4 else ids(1),
-            "chosen_scores": [math.nan, 4.0, 3.0], "rejected_scores": [math.nan, 1.0, 2.0],
-            "chosen_reward": math.nan if i % 2 else 0.7, "rejected_reward": math.nan if i % 2 else 0.2,
-        })
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +89,7 @@ def test_block_mask_shares_the_prompt_and_separates_responses():
 
 @pytest.mark.parametrize("conditioned", [True, False])
 def test_packed_batch_counts_the_same_logical_tokens(conditioned):
-    rows = _rows(3)
+    rows = token_rows(3)
     assert int(collate_packed(rows, conditioned, 0)["num_tokens"]) == int(collate(rows, conditioned, 0)["num_tokens"])
 
 
@@ -113,7 +99,7 @@ def test_packed_batch_counts_the_same_logical_tokens(conditioned):
 @pytest.mark.parametrize("conditioned", [True, False], ids=["conditioned", "plain"])
 @pytest.mark.parametrize("chunked,packed", [(True, False), (False, True), (True, True)])
 def test_sequence_stats_and_gradients_match_the_plain_path(model, conditioned, chunked, packed):
-    rows = _rows(4)
+    rows = token_rows(4)
 
     def run(batch, **kw):
         stats = sequence_stats(model, batch, **kw)
@@ -146,10 +132,10 @@ def test_chunked_stats_on_the_padded_layout_equal_full_logits(model):
 
 
 def _step(model, cfg: TrainConfig, rows, reference=None):
-    ref_fn = (lambda batch: sequence_stats(reference, batch)) if reference is not None else None
+    ref_fn = (lambda rows, batch: sequence_stats(reference, batch).logp_sum) if reference is not None else None
     model.zero_grad(set_to_none=True)
     per_example, sums, ntok = micro_step(cfg, model, rows, dimensions=DIMS, epoch=0, pad_id=0, device="cpu",
-                                         reference_stats=ref_fn)
+                                         reference_logps=ref_fn)
     per_example.sum().backward()
     return per_example.detach(), sums, ntok, {n: p.grad.clone() for n, p in model.named_parameters()
                                               if p.grad is not None}
@@ -169,7 +155,7 @@ OBJECTIVES = [
 def test_fast_path_losses_and_gradients_equal_the_plain_path(model, overrides):
     import copy
 
-    rows = _rows(5)
+    rows = token_rows(5)
     reference = None
     if overrides["loss"] in ("dpo", "modpo"):
         # A reference that differs from the policy, so the DPO margins are not all zero.
@@ -197,7 +183,7 @@ def test_eager_attention_takes_the_block_mask_as_a_float_mask(tiny_model_dir):
     from amopo.models import load_model
 
     model = load_model(str(tiny_model_dir))
-    rows = _rows(3)
+    rows = token_rows(3)
     sdpa = sequence_stats(model, collate_packed(rows, True, 0))
     model = load_model(str(tiny_model_dir), attn_implementation="eager")   # as `amopo train --attention eager`
     assert model.config._attn_implementation == "eager"
@@ -219,7 +205,7 @@ def test_lora_model_fast_path_matches(tiny_model_dir):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
-    rows = _rows(3)
+    rows = token_rows(3)
     _, _, _, g_plain = _step(model, TrainConfig(packing=False, chunked_logprobs=False), rows)
     _, _, _, g_fast = _step(model, TrainConfig(), rows)
     lora = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -263,7 +249,7 @@ def test_grouped_kv_heads_on_cpu_give_the_same_stats_and_gradients():
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=0))
-    batch = collate_packed(_rows(3), True, 0)
+    batch = collate_packed(token_rows(3), True, 0)
 
     def run(grouped: bool):
         model.zero_grad(set_to_none=True)

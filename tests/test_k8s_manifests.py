@@ -23,6 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from amopo.cluster.trainjob import NCCL_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 CRDS = ROOT.parent / "shared" / "crds"
@@ -453,3 +455,5 @@ def test_gpu_trainjob_runs_amopo_train_under_torchrun_on_two_gpu_nodes():
     only(objects, "PersistentVolumeClaim", "amopo-workspace")
     data = [a.split("=", 1)[1] for a in command if a.startswith(("--data=", "--output="))]
     assert data and all(p.startswith("/workspace/") for p in data)
+    env = {e["name"]: e.get("value") for e in trainer["env"]}
+    assert {k: env.get(k) for k in NCCL_ENV} == NCCL_ENV, "the example sets the pipeline's NCCL defaults"

@@ -15,72 +15,15 @@ from safetensors.torch import load_file
 
 from amopo.train.config import TrainConfig
 from amopo.train.loop import train
+from tests.helpers.records import answer_pairs
+from tests.helpers.training import assert_same_weights, saved_weights, train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GOOD = ["Sure. {a} is the answer, because it follows from the question.",
-        "The answer is {a}. Here is why: it is the standard result.",
-        "{a}. That is correct and complete."]
-BAD = ["I do not know, ask someone else.",
-       "Maybe it is something, hard to say, the cat the moon the river.",
-       "No idea. Whatever."]
-
-
-def _records(n: int, offset: int = 0) -> list[dict]:
-    out = []
-    for i in range(offset, offset + n):
-        answer = f"number {i % 7 + 1}"
-        out.append({
-            "prompt": f"Question {i}: what is the value of item {i % 11}?",
-            "chosen": {"response": GOOD[i % 3].format(a=answer), "helpfulness": 4, "correctness": 4,
-                       "instruction_following": 5},
-            "rejected": {"response": BAD[i % 3], "helpfulness": 1, "correctness": 1 + i % 2,
-                         "instruction_following": 2},
-        })
-    return out
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory) -> Path:
-    from amopo.data.prepare import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("prepared")
-    train_file, eval_file = root / "train.jsonl", root / "eval.jsonl"
-    train_file.write_text("".join(json.dumps(r) + "\n" for r in _records(16)))
-    eval_file.write_text("".join(json.dumps(r) + "\n" for r in _records(8, offset=100)))
-    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
-    return root / "data"
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-def _cfg(prepared, model, out, mlflow_uri, **kw) -> TrainConfig:
-    base = dict(data=str(prepared), model=str(model), output=str(out), max_steps=2, lr=1e-3, batch_size=2,
-                max_length=128, progress=False, eval_heldout=False, mlflow_tracking_uri=mlflow_uri,
-                warmup_ratio=0.0)
-    base.update(kw)
-    cfg = TrainConfig(**base)
-    cfg.validate()
-    return cfg
-
-
-def _weights(out: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(out / "model" / "model.safetensors"))
-
-
-def _assert_same(a: dict, b: dict, atol: float = 1e-5):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
-
-
 def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, max_steps=3))
+    summary = train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, max_steps=3))
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
-    after = _weights(tmp_path / "run")
+    after = saved_weights(tmp_path / "run")
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
     assert not unchanged, f"parameters not updated: {unchanged}"
 
@@ -107,28 +50,48 @@ def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_d
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    big = _cfg(prepared, tiny_model_dir, tmp_path / "big", mlflow_uri, batch_size=4, grad_accum=1)
-    small = _cfg(prepared, tiny_model_dir, tmp_path / "small", mlflow_uri, batch_size=1, grad_accum=4)
+    big = train_config(prepared, tiny_model_dir, tmp_path / "big", mlflow_uri, batch_size=4, grad_accum=1)
+    small = train_config(prepared, tiny_model_dir, tmp_path / "small", mlflow_uri, batch_size=1, grad_accum=4)
     train(big)
     train(small)
-    _assert_same(_weights(tmp_path / "big"), _weights(tmp_path / "small"))
+    assert_same_weights(saved_weights(tmp_path / "big"), saved_weights(tmp_path / "small"))
 
 
 def test_resume_continues_to_the_same_result(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    straight = _cfg(prepared, tiny_model_dir, tmp_path / "straight", mlflow_uri, max_steps=4)
+    straight = train_config(prepared, tiny_model_dir, tmp_path / "straight", mlflow_uri, max_steps=4)
     train(straight)
     # Same run, checkpointing at step 2; then throw away everything after the checkpoint and resume.
-    interrupted = _cfg(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, save_every=2)
+    interrupted = train_config(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, save_every=2)
     train(interrupted)
     ckpt = tmp_path / "resumed" / "checkpoints" / "step-2"
     assert (ckpt / "trainer_state.json").is_file()
     import shutil
     shutil.rmtree(tmp_path / "resumed" / "model")
-    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, resume=True))
+    summary = train(train_config(prepared, tiny_model_dir, tmp_path / "resumed", mlflow_uri, max_steps=4, resume=True))
     assert summary["steps"] == 4
-    _assert_same(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"), atol=1e-6)
+    assert_same_weights(saved_weights(tmp_path / "straight"), saved_weights(tmp_path / "resumed"), atol=1e-6)
     history = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "history.jsonl").read_text().splitlines()]
     assert history == [1, 2, 3, 4]
+
+
+def test_precomputed_reference_equals_the_frozen_copy_and_is_read_back(prepared, tiny_model_dir, mlflow_uri,
+                                                                      tmp_path, capsys):
+    import shutil
+
+    for old in prepared.glob("tokenized/*/reference"):
+        shutil.rmtree(old)
+    copied = train(train_config(prepared, tiny_model_dir, tmp_path / "copy", mlflow_uri, loss="dpo", reference="copy"))
+    first = train(train_config(prepared, tiny_model_dir, tmp_path / "pre", mlflow_uri, loss="modpo",
+                               reference="precomputed"))
+    assert "computed once by the initial policy" in capsys.readouterr().out
+    assert len(list(prepared.glob("tokenized/*/reference/*.pt"))) == 1
+    again = train(train_config(prepared, tiny_model_dir, tmp_path / "again", mlflow_uri, loss="dpo",
+                               reference="precomputed"))
+    assert "pairs read from" in capsys.readouterr().out   # dpo and modpo share the reference sums
+    assert (copied["reference"], first["reference"], again["reference"]) == ("copy", "precomputed", "precomputed")
+    # The same sums in other batch layouts (rounding ~1e-7), magnified where Adam's first steps divide
+    # a near-zero gradient element by its own size.
+    assert_same_weights(saved_weights(tmp_path / "copy"), saved_weights(tmp_path / "again"), atol=1e-4)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -140,10 +103,10 @@ def test_resume_continues_to_the_same_result(prepared, tiny_model_dir, mlflow_ur
     dict(loss="amopo", lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True),
 ], ids=["simpo", "dpo", "modpo", "amopo-ablation", "dpo-lora-adapter-reference", "amopo-lora-ckpt"])
 def test_every_objective_trains(prepared, tiny_model_dir, mlflow_uri, tmp_path, overrides):
-    summary = train(_cfg(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, **overrides))
+    summary = train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, **overrides))
     history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
-    weights = _weights(tmp_path / "run")
+    weights = saved_weights(tmp_path / "run")
     assert not any("lora" in k for k in weights), "LoRA must be merged into the written model"
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     assert any(not torch.equal(before[k], weights[k]) for k in before)
@@ -162,7 +125,7 @@ def test_heldout_preference_accuracy_improves_on_the_sample_set(mlflow_uri, tmp_
     model = build_tiny_model(tmp_path / "tiny", texts=sample_path("train").read_text().splitlines(),
                              vocab_size=1024, hidden_size=64)
     prepare(PrepareConfig(input="sample", output=str(tmp_path / "data")))
-    summary = train(_cfg(tmp_path / "data", model, tmp_path / "run", mlflow_uri, max_steps=30, lr=3e-3,
+    summary = train(train_config(tmp_path / "data", model, tmp_path / "run", mlflow_uri, max_steps=30, lr=3e-3,
                          batch_size=4, max_length=256, gamma=0.5, eval_heldout=True))
     base, final = summary["heldout_base"], summary["heldout_final"]
     assert base["pairs"] == final["pairs"] > 50
@@ -191,12 +154,12 @@ def test_two_processes_match_one_at_equal_global_batch(prepared, tiny_model_dir,
                     ["--master_port=29612"])
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
-    _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "two"))
+    assert_same_weights(saved_weights(tmp_path / "one"), saved_weights(tmp_path / "two"))
 
 
 def test_cli_prepare_and_train_end_to_end(tiny_model_dir, mlflow_uri, tmp_path):
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in answer_pairs(12)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
     amopo = [sys.executable, "-m", "amopo"]
     prep = subprocess.run(amopo + ["prepare", "--input", str(data), "--output", str(tmp_path / "data"),

@@ -24,7 +24,7 @@ from typing import Callable
 from amopo import config as config_lib
 from amopo.cluster.errors import ClusterError
 from amopo.cluster.run_trainjob import run_trainjob
-from amopo.cluster.trainjob import trainjob_manifest
+from amopo.cluster.trainjob import check_distributed, trainjob_manifest
 
 # Variables every trainer pod takes from optional Secrets (MLflow basic auth, S3 artifact store).
 SECRET_ENV = {
@@ -101,14 +101,22 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
 
     The options are checked as a TrainConfig before anything is copied or created. The job needs an
     MLflow server its pods can reach (``mlflow_tracking_uri`` http(s)://): a sqlite file in one pod
-    would be lost with it. ``accelerate_config``: ``ddp`` | ``fsdp`` | ``deepspeed``. GPU pods get an
-    in-memory /dev/shm. The output lands in ``options["output"]``; the staged folder
-    ``WORKSPACE/runs/JOB`` stays for inspection (delete it when done). Raises ClusterError.
+    would be lost with it. ``accelerate_config``: ``ddp`` | ``fsdp`` (the pods shard with the image's
+    ``configs/accelerate/fsdp.yaml``; the options may not name an FSDP config of their own, since no
+    other file is known to exist in the image). GPU pods get an in-memory /dev/shm and the NCCL
+    defaults of :data:`amopo.cluster.trainjob.NCCL_ENV`; the collective timeout is the option
+    ``dist_timeout_s``, apart from ``timeout_s`` for the whole job. The output lands in
+    ``options["output"]``; the staged folder ``WORKSPACE/runs/JOB`` stays for inspection (delete it
+    when done). Raises ClusterError.
     """
     from amopo.train.config import TrainConfig
 
+    check_distributed(accelerate_config, "accelerate_config")
     cfg = config_lib.from_dict(TrainConfig, options, "train options")
     cfg.validate()
+    if cfg.fsdp_config:
+        raise ClusterError(f"train option fsdp_config={cfg.fsdp_config!r}: a TrainJob shards with the image's "
+                           "configs/accelerate/fsdp.yaml; set accelerate_config='fsdp' instead")
     uri = cfg.mlflow_tracking_uri or ""
     if not uri.startswith(("http://", "https://", "databricks")):
         raise ClusterError("launcher 'trainjob' needs mlflow_tracking_uri set to an MLflow server every pod can "

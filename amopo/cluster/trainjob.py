@@ -3,13 +3,12 @@
 How the job starts on each node. The ``torch-distributed`` ClusterTrainingRuntime runs one pod per
 node (replicated job ``node``, container ``node``) and injects PET_NNODES, PET_NPROC_PER_NODE,
 PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT. torchrun reads ``PET_<OPTION>`` as the default of
-each of its options, so a bare ``torchrun --module amopo train ...`` joins the right rendezvous with
-no flags; inside, ``accelerate.Accelerator()`` picks up RANK/WORLD_SIZE from torchrun (DDP; gloo on
-CPU, NCCL on GPU). FSDP and DeepSpeed need accelerate's config file, which only ``accelerate
-launch`` turns into settings, so those use ``accelerate launch --config_file FILE`` with the node
-count and process count written in and rank, address and port taken from the PET_* variables
-through Kubernetes' ``$(VAR)`` expansion of container commands. (``accelerate launch --cpu
---num_processes N`` starts a single process with accelerate 1.15, so CPU jobs always use torchrun.)
+each of its options, so every job, DDP or FSDP on one node or many, runs the same bare
+``torchrun --module amopo train ...`` and joins the right rendezvous with no flags; inside,
+``accelerate.Accelerator()`` picks up RANK/WORLD_SIZE from torchrun (gloo on CPU, NCCL on GPU).
+FSDP2 is one more flag, ``--fsdp-config`` with the shipped ``configs/accelerate/fsdp.yaml`` where the
+image holds it: ``amopo train`` builds the sharding plugin itself, so no ``accelerate launch`` and no
+per-job settings in the command. GPU jobs get NCCL defaults (:data:`NCCL_ENV`) a caller may override.
 
 Pod customisation (node selector, tolerations, workspace volume, service account, pull secrets)
 goes into ``spec.runtimePatches`` (Trainer >= 2.2; it replaced ``podTemplateOverrides``), which may
@@ -22,6 +21,7 @@ import posixpath
 
 from amopo.cluster.errors import ClusterError
 from amopo.cluster.pod_parts import check_name, env_list, node_selector_map, quantity, resources, tolerations_list
+from amopo.train.shipped import FSDP_CONFIG
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 DEFAULT_RUNTIME = "torch-distributed"
@@ -31,51 +31,75 @@ TRAINER_CONTAINER = "node"
 PATCH_MANAGER = "amopo"
 WORKSPACE_VOLUME = "workspace"
 SHM_VOLUME = "dshm"
-DISTRIBUTED = ("ddp", "fsdp", "deepspeed")
-# Files under configs/accelerate/ (shipped in the image) per strategy: (one node, several nodes).
-ACCELERATE_CONFIGS = {
-    "fsdp": ("multi_gpu_fsdp.yaml", "multi_node_fsdp.yaml"),
-    "deepspeed": ("deepspeed_zero3.yaml", "deepspeed_zero3.yaml"),
+DISTRIBUTED = ("ddp", "fsdp")
+# Where the image holds the project (the Dockerfile's WORKDIR for its COPY lines, installed editable).
+IMAGE_PROJECT_DIR = "/opt/amopo"
+FSDP_FLAG = "--fsdp-config"
+# Set on the trainer of every GPU TrainJob; a caller's ``env`` wins over each of them.
+NCCL_ENV = {
+    # A rank whose collective fails or times out (TrainConfig.dist_timeout_s) aborts its NCCL
+    # communicators and exits, so torchrun and the JobSet end the job instead of the other ranks
+    # hanging until activeDeadlineSeconds.
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    # NCCL's warnings and errors (failed peers, transports, timeouts) in the pods' logs, without INFO noise.
+    "NCCL_DEBUG": "WARN",
 }
 
 
-def accelerate_config_file(distributed: str, num_nodes: int, config_dir: str = "configs/accelerate") -> str | None:
-    """Path (in the image) of the accelerate config for ``distributed``; None for ``ddp`` (plain torchrun)."""
+def check_distributed(distributed: str, what: str = "TrainJob distributed") -> str:
+    """``distributed`` itself when it is ``ddp`` or ``fsdp``; otherwise ClusterError naming ``what`` and why."""
+    if distributed == "deepspeed":
+        raise ClusterError(f"{what} 'deepspeed' is not supported: DeepSpeed is not part of the image and has "
+                           "never been run by the project's tests; use 'fsdp' for sharding")
     if distributed not in DISTRIBUTED:
-        raise ClusterError(f"TrainJob: distributed '{distributed}' is not one of {', '.join(DISTRIBUTED)}")
-    if distributed == "ddp":
+        raise ClusterError(f"{what} '{distributed}' is not one of {', '.join(DISTRIBUTED)}")
+    return distributed
+
+
+def accelerate_config_file(distributed: str) -> str | None:
+    """Absolute path, in the image, of the ``--fsdp-config`` file for ``distributed``; None for ``ddp``."""
+    if check_distributed(distributed) == "ddp":
         return None
-    single, multi = ACCELERATE_CONFIGS[distributed]
-    return posixpath.join(config_dir, multi if num_nodes > 1 else single)
+    return posixpath.join(IMAGE_PROJECT_DIR, FSDP_CONFIG)
 
 
-def launch_command(*, distributed: str = "ddp", num_nodes: int = 1, procs_per_node: int = 1,
-                   accelerate_config_dir: str = "configs/accelerate") -> list[str]:
+def launch_command(*, distributed: str = "ddp") -> list[str]:
     """The container command up to and including ``amopo train`` (its flags go in ``args``).
 
-    ``ddp``: ``torchrun --module amopo train`` (all rendezvous settings from PET_*).
-    ``fsdp`` / ``deepspeed``: ``accelerate launch --config_file ... --module amopo train`` with
-    ``--num_machines``/``--num_processes`` fixed here and ``--machine_rank $(PET_NODE_RANK)``,
-    ``--main_process_ip $(PET_MASTER_ADDR)``, ``--main_process_port $(PET_MASTER_PORT)`` expanded by
-    the kubelet. Multi-node DeepSpeed uses ``--deepspeed_multinode_launcher standalone`` (torchrun
-    on every node) instead of DeepSpeed's default pdsh, which needs ssh between pods.
+    The same for every strategy and size: ``torchrun --module amopo train``, with all rendezvous
+    settings from PET_*; ``distributed`` is only checked here (fsdp's flag is an arg).
     """
-    config_file = accelerate_config_file(distributed, num_nodes, accelerate_config_dir)
-    if config_file is None:
-        return ["torchrun", "--module", "amopo", "train"]
-    cmd = ["accelerate", "launch", "--config_file", config_file,
-           "--num_machines", str(num_nodes), "--num_processes", str(num_nodes * procs_per_node),
-           "--machine_rank", "$(PET_NODE_RANK)", "--main_process_ip", "$(PET_MASTER_ADDR)",
-           "--main_process_port", "$(PET_MASTER_PORT)"]
-    if distributed == "deepspeed" and num_nodes > 1:
-        cmd += ["--deepspeed_multinode_launcher", "standalone"]
-    return cmd + ["--module", "amopo", "train"]
+    check_distributed(distributed)
+    return ["torchrun", "--module", "amopo", "train"]
+
+
+def launch_args(train_args: list, distributed: str, where: str) -> list[str]:
+    """``train_args`` as strings, with ``--fsdp-config IMAGE_FILE`` appended for ``fsdp``.
+
+    ``distributed`` alone decides sharding, so ``train_args`` may not carry ``--fsdp-config``.
+    """
+    args = [str(a) for a in train_args]
+    if args and args[0] in ("amopo", "train"):
+        raise ClusterError(f"{where}: train_args are the flags after `amopo train`; drop the leading '{args[0]}'")
+    if any(a == FSDP_FLAG or a.startswith(f"{FSDP_FLAG}=") for a in args):
+        raise ClusterError(f"{where}: train_args may not set {FSDP_FLAG}; choose distributed='fsdp' instead")
+    config_file = accelerate_config_file(distributed)
+    return args + [FSDP_FLAG, config_file] if config_file else args
+
+
+def trainer_env(env: dict[str, str] | None, secret_env: dict[str, str] | None, gpus_per_node: int) -> dict:
+    """The plain variables of the trainer: :data:`NCCL_ENV` on GPU nodes, then ``env`` over it.
+
+    A default is also dropped when ``secret_env`` sets the same name (the caller's choice).
+    """
+    defaults = NCCL_ENV if gpus_per_node else {}
+    return {**{k: v for k, v in defaults.items() if k not in (secret_env or {})}, **(env or {})}
 
 
 def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[str], *,
                       num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
                       cpu: str = "4", memory: str = "16Gi", runtime: str = DEFAULT_RUNTIME,
-                      distributed: str = "ddp", accelerate_config_dir: str = "configs/accelerate",
+                      distributed: str = "ddp",
                       env: dict[str, str] | None = None, secret_env: dict[str, str] | None = None,
                       optional_secrets: bool = False,
                       node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
@@ -86,17 +110,18 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
     """The TrainJob as a JSON-ready dict (validates against the Trainer CRD's openAPIV3Schema).
 
     name, namespace     metadata; ``name`` must be a DNS-1035 label (the CRD's rule).
-    image               the amopo image; it must hold ``configs/accelerate/`` for fsdp/deepspeed.
+    image               the amopo image (built from the project's Dockerfile: the project in /opt/amopo).
     train_args          the flags after ``amopo train``, e.g. ``["--data", "/workspace/data", "--model",
                         "/workspace/base", "--output", "/workspace/train", "--max-steps", "100"]``.
     num_nodes           pods (``spec.trainer.numNodes``).
     gpus_per_node       ``nvidia.com/gpu`` limit per pod; also the processes per node. 0 = CPU nodes,
-                        then ``procs_per_node`` processes (gloo) and only ``ddp`` is allowed.
+                        then ``procs_per_node`` processes (gloo).
     cpu, memory         requests per pod (memory is also the limit).
     runtime             ClusterTrainingRuntime to use (``spec.runtimeRef``).
-    distributed         ``ddp`` (torchrun) | ``fsdp`` | ``deepspeed`` (accelerate launch + a file from
-                        ``accelerate_config_dir``); see :func:`launch_command`.
-    env                 plain variables, NAME → value (e.g. MLFLOW_TRACKING_URI).
+    distributed         ``ddp`` | ``fsdp`` (``--fsdp-config`` with the image's ``configs/accelerate/fsdp.yaml``
+                        appended to the args); both run :func:`launch_command`. ``deepspeed`` is refused.
+    env                 plain variables, NAME → value (e.g. MLFLOW_TRACKING_URI); on GPU nodes over
+                        :data:`NCCL_ENV`.
     secret_env          NAME → ``"SECRET/KEY"``: taken from a Secret by the kubelet; values never pass here.
     optional_secrets    a missing Secret or key leaves its variable unset rather than blocking the pods.
     node_selector, tolerations   where the pods may run (pod spec, through ``spec.runtimePatches``).
@@ -114,26 +139,21 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
         raise ClusterError(f"{where}: procs_per_node must be an integer >= 1, got {procs_per_node!r}")
     if not image:
         raise ClusterError(f"{where}: image is required")
-    args = [str(a) for a in train_args]
-    if args and args[0] in ("amopo", "train"):
-        raise ClusterError(f"{where}: train_args are the flags after `amopo train`; drop the leading '{args[0]}'")
+    check_distributed(distributed, f"{where}: distributed")
+    args = launch_args(train_args, distributed, where)
     res = resources(cpu=cpu, memory=memory, gpus=gpus_per_node, where=where)
-    if distributed not in DISTRIBUTED:
-        raise ClusterError(f"{where}: distributed '{distributed}' is not one of {', '.join(DISTRIBUTED)}")
-    if gpus_per_node == 0 and distributed != "ddp":
-        raise ClusterError(f"{where}: distributed '{distributed}' needs GPUs; CPU nodes (gpus_per_node=0) use 'ddp'")
     nproc = gpus_per_node or procs_per_node
 
     trainer = {
         "image": image,
-        "command": launch_command(distributed=distributed, num_nodes=num_nodes, procs_per_node=nproc,
-                                  accelerate_config_dir=accelerate_config_dir),
+        "command": launch_command(distributed=distributed),
         "args": args,
         "numNodes": num_nodes,
         "numProcPerNode": nproc,
         "resourcesPerNode": res,
     }
-    env_items = env_list(env, secret_env, where, optional_secrets=optional_secrets)
+    env_items = env_list(trainer_env(env, secret_env, gpus_per_node), secret_env, where,
+                         optional_secrets=optional_secrets)
     if env_items:
         trainer["env"] = env_items
 

@@ -1,6 +1,6 @@
 """Held-out preference accuracy of a model on a prepared data folder's eval split.
 
-Wraps ``amopo.evaluate.preference.preference_accuracy`` (ā = mean response-token log-prob; a pair
+Wraps ``amopo.train.heldout.preference_accuracy`` (ā = mean response-token log-prob; a pair
 is ranked correctly when ā(y_w | v) > ā(y_l | v)) and names its results for the evaluation report:
 
     pref_accuracy/plain             the unconditioned prompt
@@ -11,11 +11,11 @@ is ranked correctly when ā(y_w | v) > ā(y_l | v)) and names its results for th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from amopo.errors import DataError
+from amopo.train.heldout import heldout_fingerprint
 
 
 def heldout_preference_accuracy(model: str, data: str, *, max_length: int = 1024, max_pairs: int = 0,
@@ -23,8 +23,8 @@ def heldout_preference_accuracy(model: str, data: str, *, max_length: int = 1024
     import torch
 
     from amopo.data.tokenize import load_tokenized
-    from amopo.evaluate.preference import preference_accuracy
     from amopo.models import load_model, load_tokenizer
+    from amopo.train.heldout import preference_accuracy
 
     tokenizer = load_tokenizer(model)
     split = load_tokenized(data, tokenizer, "eval", max_length=max_length, show_progress=progress)
@@ -49,14 +49,6 @@ def report_names(res: dict[str, float], prefix: str = "pref") -> dict[str, float
     out.setdefault(f"{prefix}_accuracy/mean_dimensions", out[f"{prefix}_accuracy/plain"])
     out[f"{prefix}_accuracy/pairs"] = float(res["pairs"])
     return out
-
-
-def heldout_fingerprint(data: str | Path, *, max_length: int, max_pairs: int, accumulate_prefixes: bool) -> dict:
-    """What decides a held-out measurement besides the model: the eval split's bytes and the settings."""
-    raw = Path(data, "eval.jsonl").read_bytes()
-    pairs = sum(1 for line in raw.splitlines() if line.strip())
-    return {"eval_sha256": hashlib.sha256(raw).hexdigest(), "max_length": int(max_length),
-            "pairs": min(max_pairs or pairs, pairs), "accumulate_prefixes": bool(accumulate_prefixes)}
 
 
 def reuse_training_heldout(training_folder: str | Path, data: str | Path, *, max_length: int,

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from amopo.objectives.autocast import autocast_aware
 from amopo.objectives.logprobs import SeqStats
 
 # Rows per chunk: about 64 MiB of fp32 logits at a 49k vocabulary; tunable per call.
@@ -80,6 +81,9 @@ class _ChunkedTokenLogprob(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None, None
 
 
+_chunked_token_logprob = autocast_aware(_ChunkedTokenLogprob)
+
+
 def chunked_token_logprobs(hidden: Tensor, weight: Tensor, labels: Tensor, bias: Tensor | None = None, *,
                            chunk_rows: int | None = None) -> Tensor:
     """log π(y_i | h_i) for rows ``hidden`` [N, H], head ``weight`` [V, H] (+ ``bias`` [V]) and
@@ -87,7 +91,7 @@ def chunked_token_logprobs(hidden: Tensor, weight: Tensor, labels: Tensor, bias:
     chunk = chunk_rows or default_chunk_rows(weight.shape[0])
     if hidden.shape[0] == 0:
         return hidden.new_zeros(0, dtype=torch.float32) + 0.0 * weight.sum()
-    return _ChunkedTokenLogprob.apply(hidden, weight, bias, labels, int(chunk))
+    return _chunked_token_logprob(hidden, weight, bias, labels, int(chunk))
 
 
 def segment_stats(logp: Tensor, seq_index: Tensor, num_seqs: int) -> SeqStats:

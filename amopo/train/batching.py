@@ -43,6 +43,15 @@ def micro_batches(num_rows: int, step: int, *, seed: int, batch_size: int, grad_
     return epoch, out
 
 
+def even_shard(items: list, rank: int, world: int) -> tuple[list, int]:
+    """Process ``rank``'s share ``items[rank::world]``, padded with repeats of ``items[0]`` to
+    ⌈len/world⌉ so that every process does the same number of forward passes; and how many of the
+    returned items are its own (the rest are repeats not to be counted)."""
+    mine = items[rank::world]
+    size = -(-len(items) // world) if items else 0
+    return mine + [items[0]] * (size - len(mine)), len(mine)
+
+
 def sequences(row: dict, conditioned: bool) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
     """(chosen, rejected) lists of (prompt_ids, response_ids) for one row."""
     prompts = row["prompt_ids"] if conditioned else [row["plain_prompt_ids"]]

@@ -11,7 +11,8 @@ from amopo.models import EMBEDDED_SMOLLM2
 LOSSES = ("amopo", "simpo", "dpo", "modpo")
 WEIGHTINGS = ("gaussian", "mean", "uniform")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-ATTENTIONS = ("sdpa", "eager", "flash_attention_2")
+ATTENTIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
+REFERENCES = ("auto", "precomputed", "copy", "adapter")
 DEFAULT_BETA = {"amopo": 0.8, "simpo": 0.8, "dpo": 0.1, "modpo": 0.1}
 
 
@@ -31,8 +32,10 @@ class TrainConfig:
     modpo_weight: float = field(0.5, help="MODPO weight w in (0, 1] of the optimised preference")
     modpo_dimension: str | None = field(None, help="MODPO margin from this dimension's score when a "
                                                    "record has no reward_score (default: first scored)")
-    reference: str = field("auto", help="dpo/modpo reference: copy (frozen initial policy) | "
-                                        "adapter (LoRA disabled) | auto (adapter with --lora, else copy)")
+    reference: str = field("auto", help="dpo/modpo reference: precomputed (the initial policy's log-probs, one "
+                                        "pass before training, cached with the tokenised data) | copy (a frozen "
+                                        "copy of the initial policy) | adapter (LoRA disabled) | auto (precomputed "
+                                        "when sharded with FSDP, adapter with --lora, else copy)")
 
     max_length: int = field(1024, help="cutoff: prompt + response tokens per sequence")
     epochs: float = field(3.0, help="passes over the training data (ignored when max_steps > 0)")
@@ -59,7 +62,14 @@ class TrainConfig:
     logprob_chunk_rows: int = field(0, help="positions per chunk of the chunked log-softmax "
                                             "(0: about 16M logits per chunk)")
     attention: str = field("sdpa", help="attention kernel: sdpa | eager | flash_attention_2 (GPU, needs the "
-                                        "flash-attn package; no block masks, so packing falls back to padding)")
+                                        "flash-attn package; no block masks, so packing falls back to padding) "
+                                        "| flex_attention (CUDA: a fused kernel that takes packing's block "
+                                        "mask; torch has no flex_attention backward on CPU)")
+    fsdp_config: str = field("", help="shard with FSDP2: an accelerate config YAML with `distributed_type: FSDP` "
+                                      "and an `fsdp_config` section (configs/accelerate/fsdp.yaml); empty: "
+                                      "no sharding (data-parallel across processes)")
+    dist_timeout_s: int = field(1800, help="timeout in seconds of one collective operation (NCCL/gloo) "
+                                           "before the process group fails")
     compile: bool = field(False, help="torch.compile each transformer block (slow first steps)")
     lora: bool = field(False, help="train LoRA adapters (peft) instead of all weights")
     lora_r: int = field(16, help="LoRA rank")
@@ -94,11 +104,11 @@ class TrainConfig:
             raise bad(f"mixed_precision '{self.mixed_precision}' is not one of {', '.join(PRECISIONS)}")
         if self.attention not in ATTENTIONS:
             raise bad(f"attention '{self.attention}' is not one of {', '.join(ATTENTIONS)}")
-        if self.reference not in ("auto", "copy", "adapter"):
-            raise bad(f"reference '{self.reference}' is not one of auto, copy, adapter")
+        if self.reference not in REFERENCES:
+            raise bad(f"reference '{self.reference}' is not one of {', '.join(REFERENCES)}")
         if self.reference == "adapter" and not self.lora:
             raise bad("reference 'adapter' needs --lora")
-        for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every"):
+        for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every", "dist_timeout_s"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logprob_chunk_rows < 0:

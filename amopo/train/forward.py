@@ -15,10 +15,15 @@ from typing import Iterator, NamedTuple
 import torch
 from torch import nn
 
+from amopo.errors import ConfigError
+from amopo.train.packing import block_attention_mask, flex_block_mask
+
 # Config fields that transform logits after the head; with any of them set the bypass would be wrong.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-# Attention implementations that take an arbitrary 4D mask.
-_MASK_ATTENTION = ("sdpa", "eager")
+# Attention implementations that take an arbitrary block mask (flex_attention as a BlockMask).
+_MASK_ATTENTION = ("sdpa", "eager", "flex_attention")
+# Devices where torch's flex_attention runs forward only (it refuses inputs that require grad).
+_NO_FLEX_BACKWARD = ("cpu", "mps")
 
 
 class Head(NamedTuple):
@@ -85,17 +90,36 @@ def head_bypassed(head: Head) -> Iterator[nn.Linear]:
         setattr(head.owner, head.name, head.module)
 
 
+def _attention(model: nn.Module) -> str | None:
+    return getattr(_config(model), "_attn_implementation", None)
+
+
 def supports_block_mask(model: nn.Module) -> bool:
-    """Whether the model's attention accepts a custom 4D mask (needed by shared-prompt packing)."""
-    config = _config(model)
-    return getattr(config, "_attn_implementation", None) in _MASK_ATTENTION
+    """Whether the model's attention accepts a custom block mask (needed by shared-prompt packing)."""
+    return _attention(model) in _MASK_ATTENTION
 
 
-def attention_mask_for(model: nn.Module, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The boolean block mask as the attention implementation wants it (eager adds a float mask)."""
-    if getattr(_config(model), "_attn_implementation", None) == "eager":
+def attention_mask_for(model: nn.Module, segment_group: torch.Tensor, segment_kind: torch.Tensor,
+                       dtype: torch.dtype):
+    """The block attention mask of a packed batch as the model's attention takes it: a ``BlockMask``
+    for flex_attention, an additive ``dtype`` mask (0 or the lowest value) for eager, else the
+    boolean [R, 1, L, L] mask (see :mod:`amopo.train.packing`)."""
+    attention = _attention(model)
+    if attention == "flex_attention":
+        return flex_block_mask(segment_group, segment_kind)
+    mask = block_attention_mask(segment_group, segment_kind)
+    if attention == "eager":
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
     return mask
+
+
+def check_attention_device(attention: str, device) -> None:
+    """Raise ConfigError where ``attention`` cannot train on ``device``: torch's flex_attention has
+    no backward pass on CPU or MPS (it raises NotImplementedError for inputs that require grad)."""
+    kind = torch.device(device).type
+    if attention == "flex_attention" and kind in _NO_FLEX_BACKWARD:
+        raise ConfigError(f"attention 'flex_attention' cannot train on {kind}: torch {torch.__version__}'s "
+                          f"flex_attention has no backward pass there; use sdpa or eager")
 
 
 def compile_decoder_layers(model: nn.Module) -> int:

@@ -14,6 +14,8 @@ costs next to nothing, while storing them costs a large share of the activation 
         backward: ∂w = Σ ∂y ⊙ x̂,  ∂x = r (∂x̂ − x̂ · mean(∂x̂ ⊙ x̂)),  ∂x̂ = ∂y ⊙ w
 
 Same values and gradients as the modules' own forward, up to float rounding (tests/test_fast_path.py).
+Under bf16/fp16 autocast both run forward and backward in the caller's autocast state
+(:mod:`amopo.objectives.autocast`), so their matmuls are autocast as nn.Linear's are.
 :func:`use_lean_activations` swaps the forwards of the modules it recognises (by class name, with
 plain ``nn.Linear`` projections and a SiLU activation) and leaves anything else alone: LoRA-wrapped
 projections, sharded weights, other activations or norms with another formula.
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from amopo.objectives.autocast import autocast_aware
 from amopo.train.forward import is_sharded
 
 # Norms computing w ⊙ x / sqrt(mean(x²) + ε) in fp32 (Gemma's (1 + w) variant is deliberately absent).
@@ -82,12 +85,16 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_w, None
 
 
+swiglu_down = autocast_aware(_SwiGLUDown)
+rms_norm = autocast_aware(_RMSNorm)
+
+
 def _lean_mlp_forward(self, x: Tensor) -> Tensor:
-    return _SwiGLUDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, self.down_proj.bias)
+    return swiglu_down(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, self.down_proj.bias)
 
 
 def _lean_norm_forward(self, x: Tensor) -> Tensor:
-    return _RMSNorm.apply(x, self.weight, self.variance_epsilon)
+    return rms_norm(x, self.weight, self.variance_epsilon)
 
 
 def _is_silu(act) -> bool:

@@ -1,15 +1,18 @@
-"""The training loop on accelerate: one process on CPU by default, the same code under
-``accelerate launch`` / torchrun with DDP, FSDP or DeepSpeed, on one node or many.
+"""The training loop on accelerate: one process on CPU by default, the same code under torchrun with
+DDP or FSDP2 sharding (``fsdp_config``), on one node or many.
 
 Update rule per optimizer step with G = batch_size × grad_accum × world_size pairs:
     θ ← AdamW(θ, ∇ (1/G) Σ_{pairs in step} ℓ_pair)
 Each process back-propagates Σ_{its pairs} ℓ / (batch_size × grad_accum); data parallelism averages
 over processes, so the update equals that of one process with a batch of G.
+
+:func:`train` is three parts, as a recipe: :func:`set_up` (accelerator, data, model and its fast
+path, optimizer, reference, resume, tracking), :func:`run_steps` (the optimizer steps, metrics and
+checkpoints) and :func:`finish` (held-out accuracy, the model folder, the summary).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -17,28 +20,91 @@ import shutil
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from amopo import config as config_lib
 from amopo.errors import ConfigError
-from amopo.evaluate.heldout import heldout_fingerprint
-from amopo.evaluate.preference import preference_accuracy
 from amopo.models import load_model, load_tokenizer
 from amopo.tracking import Run
+from amopo.train import reference as ref_lib
 from amopo.train.batching import micro_batches, steps_per_epoch
 from amopo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from amopo.train.config import TrainConfig
-from amopo.train.forward import compile_decoder_layers
+from amopo.train.forward import check_attention_device, compile_decoder_layers, output_head, supports_block_mask
+from amopo.train.fsdp import fsdp_plugin, refuse_unsupported, shard_on_cpu_too
+from amopo.train.heldout import heldout_fingerprint, preference_accuracy
 from amopo.train.lean_ops import use_lean_activations
-from amopo.train.step import micro_step, sequence_stats
+from amopo.train.step import micro_step
 
 
-def _mixed_precision(choice: str) -> str:
+@dataclass
+class Session:
+    """What set-up hands to the step loop and to finishing."""
+    cfg: TrainConfig
+    accelerator: Any
+    out: Path
+    tokenizer: Any
+    rows: Any
+    dimensions: list[str]
+    heldout_rows: list
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    reference_logps: Callable | None
+    run: Run
+    total_steps: int
+    global_batch: int
+    step: int
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def history_path(self) -> Path:
+        return self.out / "history.jsonl"
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train as configured; returns the summary also written to OUTPUT/metrics.json."""
+    session = set_up(cfg)
+    run_steps(session)
+    return finish(session)
+
+
+# ------------------------------------------------------------------ set-up
+
+
+def mixed_precision(choice: str) -> str:
+    """``auto`` → bf16 on a CUDA GPU that has it, else no; other choices as they are."""
     if choice != "auto":
         return choice
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if cfg.fsdp_config and not distributed:
+        raise ConfigError("train config: fsdp_config shards the model across processes; start `amopo train` "
+                          "with torchrun (e.g. torchrun --nproc-per-node 2 -m amopo train ...)")
+    kwargs: dict = {"mixed_precision": mixed_precision(cfg.mixed_precision),
+                    # Under torchrun on machines without CUDA, accelerate only starts gloo when told cpu=True.
+                    "cpu": distributed and not torch.cuda.is_available(),
+                    "kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist_timeout_s))]}
+    if not distributed:
+        # accelerate keeps one state per process; a second train() here may ask for another precision.
+        from accelerate.state import AcceleratorState
+        AcceleratorState._reset_state(reset_partial_state=True)
+    plugin = fsdp_plugin(cfg.fsdp_config) if cfg.fsdp_config else None
+    accelerator = Accelerator(**kwargs, fsdp_plugin=plugin)
+    if plugin is not None:
+        shard_on_cpu_too(accelerator, plugin)
+    return accelerator
 
 
 def _load_splits(cfg: TrainConfig, tokenizer, accelerator):
@@ -66,42 +132,36 @@ def _apply_lora(cfg: TrainConfig, model):
     return get_peft_model(model, lora)
 
 
-def _reference_mode(cfg: TrainConfig) -> str | None:
-    if cfg.loss not in ("dpo", "modpo"):
-        return None
-    return cfg.reference if cfg.reference != "auto" else ("adapter" if cfg.lora else "copy")
+def _build_model(cfg: TrainConfig) -> tuple[Any, dict]:
+    """The policy with its options applied, before accelerate wraps or shards it; and what was done."""
+    model = load_model(cfg.model, attn_implementation=cfg.attention)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.lora:
+        model = _apply_lora(cfg, model)
+    lean = use_lean_activations(model) if cfg.lean_activations else {}   # after LoRA: its projections stay
+    if cfg.compile:
+        compile_decoder_layers(model)
+    return model, lean
 
 
-def _reference_stats_fn(mode: str | None, model, reference, accelerator):
-    """A function batch → SeqStats of the frozen reference (dpo/modpo), or None."""
-    if mode is None:
-        return None
-    if mode == "copy":
-        return lambda batch: sequence_stats(reference, batch)
+def _fast_path(cfg: TrainConfig, model, lean: dict) -> dict[str, str]:
+    """Which fast-path options are in effect on the prepared (possibly sharded) model, and why not."""
+    def state(wanted: bool, works: bool, on: str, fallback: str) -> str:
+        return "off" if not wanted else (on if works else f"fallback: {fallback}")
 
-    def adapter_disabled(batch):
-        peft_model = accelerator.unwrap_model(model)
-        with peft_model.disable_adapter():
-            return sequence_stats(peft_model, batch)
-    return adapter_disabled
-
-
-def _write_model(cfg: TrainConfig, model, tokenizer, accelerator, out: Path) -> Path:
-    final = out / "model"
-    unwrapped = accelerator.unwrap_model(model)
-    state_dict = accelerator.get_state_dict(model)
-    if accelerator.is_main_process:
-        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
-        if cfg.lora and cfg.merge_lora:
-            merged = unwrapped.merge_and_unload()
-            merged.save_pretrained(str(tmp), safe_serialization=True)
-        else:
-            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
-    return final
+    return {
+        "packing": state(cfg.packing, supports_block_mask(model), "on",
+                         f"padded rows ({cfg.attention} attention takes no block mask)"),
+        "chunked_logprobs": state(cfg.chunked_logprobs, output_head(model) is not None, "on",
+                                  "full logits on response positions (the output head is sharded or not a "
+                                  "plain linear layer)"),
+        "lean_activations": state(cfg.lean_activations, bool(sum(lean.values())),
+                                  f"on ({lean.get('mlp', 0)} MLPs, {lean.get('rms_norm', 0)} norms"
+                                  + (", gathered per block by FSDP" if cfg.fsdp_config else "") + ")",
+                                  "the model's own MLP and norm forwards (no recognised module)"),
+    }
 
 
 def _total_steps(cfg: TrainConfig, num_rows: int, global_batch: int) -> int:
@@ -112,9 +172,25 @@ def _total_steps(cfg: TrainConfig, num_rows: int, global_batch: int) -> int:
     return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train as configured; returns the summary also written to OUTPUT/metrics.json."""
-    from accelerate import Accelerator
+def _reference(cfg: TrainConfig, mode: str | None, model, copy_fn, split, accelerator, pad_id: int):
+    """The reference function for ``mode`` (after ``accelerator.prepare``, before any resume)."""
+    if mode is None:
+        return None
+    if mode == "copy":
+        return copy_fn
+    if mode == "adapter":
+        return ref_lib.adapter_disabled(model, accelerator)
+    settings = {"mixed_precision": accelerator.mixed_precision, "attention": cfg.attention,
+                "packing": cfg.packing, "chunked_logprobs": cfg.chunked_logprobs}
+    return ref_lib.precomputed(model, split.rows, cache=ref_lib.cache_file(split.cache_dir, cfg.model, settings),
+                               packing=cfg.packing, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows,
+                               batch_size=cfg.eval_batch_size, pad_id=pad_id, device=accelerator.device,
+                               accelerator=accelerator, progress=cfg.progress and accelerator.is_main_process,
+                               log=accelerator.print)
+
+
+def set_up(cfg: TrainConfig) -> Session:
+    """Everything before the first step; a resumed run continues at its checkpoint's step."""
     from accelerate.utils import set_seed
     from transformers import get_cosine_schedule_with_warmup
 
@@ -122,14 +198,13 @@ def train(cfg: TrainConfig) -> dict:
         raise ConfigError("train: --data is required (a folder written by `amopo prepare`)")
     if not (Path(cfg.data) / "prepare.json").is_file():
         raise ConfigError(f"{cfg.data}: not a prepared data folder (no prepare.json); run `amopo prepare` first")
-    # Under torchrun on machines without CUDA, accelerate only starts gloo when told cpu=True.
-    cpu_distributed = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision), cpu=cpu_distributed)
+    refuse_unsupported(cfg)
+    accelerator = _accelerator(cfg)
+    check_attention_device(cfg.attention, accelerator.device)
     set_seed(cfg.seed)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+    main, world = accelerator.is_main_process, accelerator.num_processes
 
     tokenizer = load_tokenizer(cfg.model)
     train_split, heldout = _load_splits(cfg, tokenizer, accelerator)
@@ -139,33 +214,23 @@ def train(cfg: TrainConfig) -> dict:
     global_batch = cfg.batch_size * cfg.grad_accum * world
     total_steps = _total_steps(cfg, len(rows), global_batch)
 
-    model = load_model(cfg.model, attn_implementation=cfg.attention)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    if cfg.lora:
-        model = _apply_lora(cfg, model)
-    if cfg.lean_activations:
-        use_lean_activations(model)   # after LoRA: projections it wraps are left as they are
-    if cfg.compile:
-        compile_decoder_layers(model)
-    ref_mode = _reference_mode(cfg)
-    reference = None
-    if ref_mode == "copy":
-        reference = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
+    model, lean = _build_model(cfg)
+    ref_mode = ref_lib.reference_mode(cfg.loss, cfg.reference, lora=cfg.lora, sharded=bool(cfg.fsdp_config))
+    copy_fn = ref_lib.copy_of(model.to(accelerator.device)) if ref_mode == "copy" else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    reference_stats = _reference_stats_fn(ref_mode, model, reference, accelerator)
+    fast_path = _fast_path(cfg, model, lean)
+    accelerator.print("fast path: " + "; ".join(f"{k} {v}" for k, v in fast_path.items()))
+    reference_logps = _reference(cfg, ref_mode, model, copy_fn, train_split, accelerator, tokenizer.pad_token_id)
 
-    ckpt_root = out / "checkpoints"
     step, run_id = 0, None
     if cfg.resume:
-        latest = latest_checkpoint(ckpt_root)
+        latest = latest_checkpoint(out / "checkpoints")
         if latest is None:
-            accelerator.print(f"--resume: no checkpoint in {ckpt_root}; starting from step 0")
+            accelerator.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
         else:
             state = load_checkpoint(accelerator, latest)
             step, run_id = state["step"], state.get("mlflow_run_id")
@@ -178,109 +243,171 @@ def train(cfg: TrainConfig) -> dict:
         (out / "train_config.yaml").write_text(resolved)
         if run_id is None:
             run.log_params({**config_lib.to_dict(cfg), "dimensions": ",".join(dimensions),
-                            "train_pairs": len(rows), "world_size": world, "total_steps": total_steps})
+                            "train_pairs": len(rows), "world_size": world, "total_steps": total_steps,
+                            "resolved_mixed_precision": accelerator.mixed_precision,
+                            "resolved_reference": ref_mode or "none",
+                            **{f"fast_path.{k}": v for k, v in fast_path.items()}})
             run.log_text(resolved, "train_config.yaml")
             run.log_text(json.dumps(train_split.report, indent=2, default=str), "tokenize_report.json")
 
-    pad_id = tokenizer.pad_token_id
-    device = accelerator.device
-    heldout_rows = heldout.rows[: cfg.eval_max_pairs or None] if heldout else []
-    summary: dict = {"loss": cfg.loss, "dimensions": dimensions, "train_pairs": len(rows),
-                     "total_steps": total_steps, "world_size": world}
-
-    def evaluate(tag: str) -> dict:
-        res = preference_accuracy(model, heldout_rows, dimensions, pad_id=pad_id, device=device,
-                                  batch_size=cfg.eval_batch_size, accelerator=accelerator,
-                                  progress=cfg.progress and main)
-        run.log_metrics({f"heldout_{tag}/{k}": v for k, v in res.items()}, step=step)
-        return res
-
-    if heldout_rows and step == 0:
-        summary["heldout_base"] = evaluate("base")
-        accelerator.print(f"held-out preference accuracy (base): {_fmt_acc(summary['heldout_base'])}")
-
-    history_path = out / "history.jsonl"
+    session = Session(
+        cfg=cfg, accelerator=accelerator, out=out, tokenizer=tokenizer, rows=rows, dimensions=dimensions,
+        heldout_rows=heldout.rows[: cfg.eval_max_pairs or None] if heldout else [], model=model,
+        optimizer=optimizer, scheduler=scheduler, reference_logps=reference_logps, run=run,
+        total_steps=total_steps, global_batch=global_batch, step=step,
+        summary={"loss": cfg.loss, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
+                 "world_size": world, "mixed_precision": accelerator.mixed_precision,
+                 "fsdp": bool(cfg.fsdp_config), "reference": ref_mode, "fast_path": fast_path})
     if main:
-        kept = [line for line in history_path.read_text().splitlines()
-                if json.loads(line)["step"] <= step] if history_path.is_file() else []
-        history_path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in session.history_path.read_text().splitlines()
+                if json.loads(line)["step"] <= step] if session.history_path.is_file() else []
+        session.history_path.write_text("".join(line + "\n" for line in kept))
+    if session.heldout_rows and step == 0:
+        session.summary["heldout_base"] = _evaluate(session, "base")
+        accelerator.print(f"held-out preference accuracy (base): {_fmt_acc(session.summary['heldout_base'])}")
+    return session
 
+
+def _evaluate(s: Session, tag: str) -> dict:
+    res = preference_accuracy(s.model, s.heldout_rows, s.dimensions, pad_id=s.tokenizer.pad_token_id,
+                              device=s.accelerator.device, batch_size=s.cfg.eval_batch_size,
+                              accelerator=s.accelerator, progress=s.cfg.progress and s.accelerator.is_main_process)
+    s.run.log_metrics({f"heldout_{tag}/{k}": v for k, v in res.items()}, step=s.step)
+    return res
+
+
+# ------------------------------------------------------------------ the step loop
+
+
+def _norm_value(norm) -> float:
+    """clip_grad_norm_'s result as a float: a tensor, a DTensor (FSDP2), or None (nothing measured)."""
+    if norm is None:
+        return float("nan")
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def _optimizer_step(s: Session) -> tuple[dict[str, float], int]:
+    """One optimizer step over this process's micro-batches; (metric sums, logical tokens) of them."""
+    cfg, accelerator, model = s.cfg, s.accelerator, s.model
+    epoch, micro = micro_batches(len(s.rows), s.step, seed=cfg.seed, batch_size=cfg.batch_size,
+                                 grad_accum=cfg.grad_accum, world_size=accelerator.num_processes,
+                                 rank=accelerator.process_index)
+    sums: dict[str, float] = {}
+    tokens = 0
+    for m, idx in enumerate(micro):
+        with (nullcontext() if m == len(micro) - 1 else accelerator.no_sync(model)):
+            per_example, part, ntok = micro_step(
+                cfg, model, [s.rows[i] for i in idx], dimensions=s.dimensions, epoch=epoch,
+                pad_id=s.tokenizer.pad_token_id, device=accelerator.device, reference_logps=s.reference_logps)
+            accelerator.backward(per_example.sum() / (cfg.batch_size * cfg.grad_accum))
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0.0) + v
+        tokens += ntok
+    sums["grad_norm"] = _norm_value(accelerator.clip_grad_norm_(model.parameters(),
+                                                                cfg.max_grad_norm or float("inf")))
+    sums["lr"] = s.scheduler.get_last_lr()[0]
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return sums, tokens
+
+
+def _step_metrics(s: Session, sums: dict[str, float], tokens: int, seconds: float) -> dict[str, float]:
+    """Per-pair means over all processes, plus lr, gradient norm, tokens/s and epoch."""
+    keys = sorted(k for k in sums if k not in ("lr", "grad_norm"))
+    totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], device=s.accelerator.device,
+                          dtype=torch.float64)
+    if s.accelerator.num_processes > 1:
+        totals = s.accelerator.reduce(totals, reduction="sum")
+    metrics = {k: totals[i].item() / s.global_batch for i, k in enumerate(keys)}
+    metrics.update(lr=sums["lr"], grad_norm=sums["grad_norm"], tokens_per_s=totals[-1].item() / seconds,
+                   seconds_per_step=seconds, epoch=s.step / steps_per_epoch(len(s.rows), s.global_batch))
+    return metrics
+
+
+def run_steps(s: Session) -> None:
+    """Optimizer steps from ``s.step`` to ``s.total_steps``: history, MLflow metrics, progress bar and
+    a checkpoint every ``save_every`` steps. A failure marks the MLflow run FAILED and propagates."""
+    cfg, main = s.cfg, s.accelerator.is_main_process
     bar = None
     if cfg.progress and main:
         from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc=f"train {cfg.loss}", unit="step")
-
-    model.train()
-    status = "FAILED"
+        bar = tqdm(total=s.total_steps, initial=s.step, desc=f"train {cfg.loss}", unit="step")
+    s.model.train()
+    finished = False
     try:
-        while step < total_steps:
+        while s.step < s.total_steps:
             t0 = time.perf_counter()
-            epoch, micro = micro_batches(len(rows), step, seed=cfg.seed, batch_size=cfg.batch_size,
-                                         grad_accum=cfg.grad_accum, world_size=world, rank=rank)
-            sums: dict[str, float] = {}
-            tokens = 0
-            for m, idx in enumerate(micro):
-                sync = m == len(micro) - 1
-                with (nullcontext() if sync else accelerator.no_sync(model)):
-                    per_example, part, ntok = micro_step(
-                        cfg, model, [rows[i] for i in idx], dimensions=dimensions, epoch=epoch, pad_id=pad_id,
-                        device=device, reference_stats=reference_stats)
-                    accelerator.backward(per_example.sum() / (cfg.batch_size * cfg.grad_accum))
-                for k, v in part.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                tokens += ntok
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            keys = sorted(sums)
-            totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], device=device, dtype=torch.float64)
-            if world > 1:
-                totals = accelerator.reduce(totals, reduction="sum")
-            seconds = time.perf_counter() - t0
-            metrics = {k: totals[i].item() / global_batch for i, k in enumerate(keys)}
-            metrics.update(lr=lr, grad_norm=float(grad_norm), tokens_per_s=totals[-1].item() / seconds,
-                           seconds_per_step=seconds, epoch=step / steps_per_epoch(len(rows), global_batch))
+            sums, tokens = _optimizer_step(s)
+            s.step += 1
+            metrics = _step_metrics(s, sums, tokens, time.perf_counter() - t0)
             if main:
-                with history_path.open("a") as fh:
-                    fh.write(json.dumps({"step": step, **metrics}) + "\n")
-                if step % cfg.log_every == 0 or step == total_steps:
-                    run.log_metrics(metrics, step=step)
+                with s.history_path.open("a") as fh:
+                    fh.write(json.dumps({"step": s.step, **metrics}) + "\n")
+                if s.step % cfg.log_every == 0 or s.step == s.total_steps:
+                    s.run.log_metrics(metrics, step=s.step)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{_mean_acc(metrics):.2f}",
                                 tok_s=f"{metrics['tokens_per_s']:.0f}")
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, ckpt_root, step, {"mlflow_run_id": run.run_id}, cfg.keep_checkpoints)
-        status = "FINISHED"
+            if cfg.save_every and s.step % cfg.save_every == 0 and s.step < s.total_steps:
+                save_checkpoint(s.accelerator, s.out / "checkpoints", s.step, {"mlflow_run_id": s.run.run_id},
+                                cfg.keep_checkpoints)
+        finished = True
     finally:
         if bar is not None:
             bar.close()
-        if status != "FINISHED":
-            run.end("FAILED")
+        if not finished:
+            s.run.end("FAILED")
 
-    if heldout_rows:
-        summary["heldout_final"] = evaluate("final")
+
+# ------------------------------------------------------------------ finishing
+
+
+def _write_model(s: Session) -> Path:
+    """OUTPUT/model: a whole Hugging Face folder (gathered from the shards under FSDP), written atomically."""
+    cfg, accelerator = s.cfg, s.accelerator
+    final = s.out / "model"
+    unwrapped = accelerator.unwrap_model(s.model)
+    state_dict = accelerator.get_state_dict(s.model)   # a collective under FSDP: every rank calls it
+    if accelerator.is_main_process:
+        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=s.out))
+        if cfg.lora and cfg.merge_lora:
+            unwrapped.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+        s.tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def finish(s: Session) -> dict:
+    """Held-out accuracy of the trained model, OUTPUT/model, metrics.json, curves; the summary."""
+    cfg, accelerator, summary = s.cfg, s.accelerator, s.summary
+    if s.heldout_rows:
+        summary["heldout_final"] = _evaluate(s, "final")
         summary["heldout_fingerprint"] = heldout_fingerprint(cfg.data, max_length=cfg.max_length,
                                                              max_pairs=cfg.eval_max_pairs,
                                                              accumulate_prefixes=cfg.accumulate_prefixes)
         accelerator.print(f"held-out preference accuracy (trained): {_fmt_acc(summary['heldout_final'])}")
-    model_dir = _write_model(cfg, model, tokenizer, accelerator, out)
-    summary.update(model_dir=str(model_dir), metrics_path=str(out / "metrics.json"),
-                   curves_path=str(out / "training_curves.png"), mlflow_run_id=run.run_id,
-                   mlflow_tracking_uri=run.uri, steps=step)
-    if main:
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    model_dir = _write_model(s)
+    summary.update(model_dir=str(model_dir), metrics_path=str(s.out / "metrics.json"),
+                   curves_path=str(s.out / "training_curves.png"), mlflow_run_id=s.run.run_id,
+                   mlflow_tracking_uri=s.run.uri, steps=s.step)
+    if accelerator.is_main_process:
+        (s.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         from amopo.train.plots import plot_history
-        figure = plot_history(history_path, out / "training_curves.png", dimensions if cfg.conditioned else ["plain"])
-        run.log_artifact(out / "metrics.json")
-        run.log_artifact(history_path)
+        figure = plot_history(s.history_path, s.out / "training_curves.png",
+                              s.dimensions if cfg.conditioned else ["plain"])
+        s.run.log_artifact(s.out / "metrics.json")
+        s.run.log_artifact(s.history_path)
         if figure:
-            run.log_artifact(figure)
-        run.end()
+            s.run.log_artifact(figure)
+        s.run.end()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

@@ -148,3 +148,30 @@ def block_attention_mask(segment_group: Tensor, segment_kind: Tensor) -> Tensor:
     kind_q, kind_k = segment_kind.unsqueeze(2), segment_kind.unsqueeze(1)
     visible = (kind_k == PROMPT_KIND) | (kind_k == kind_q)
     return (causal & same_group & visible).unsqueeze(1)
+
+
+def segment_mask_mod(segment_group: Tensor, segment_kind: Tensor):
+    """``mask_mod(b, h, q, kv)`` of the rule of :func:`block_attention_mask`, for ``flex_attention``:
+
+        q attends kv  ⇔  kv ≤ q, same group, and (kv is a prompt token or kv is in q's segment)
+
+    so a response sees its group's prompt and, causally, itself, never the other response; padding
+    (group ``PAD_GROUP``, prompt kind) sees only earlier padding of its row, never an empty row.
+    """
+    def mask_mod(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+        same_group = segment_group[b, q] == segment_group[b, kv]
+        kind_kv = segment_kind[b, kv]
+        visible = (kind_kv == PROMPT_KIND) | (kind_kv == segment_kind[b, q])
+        return (kv <= q) & same_group & visible
+
+    return mask_mod
+
+
+def flex_block_mask(segment_group: Tensor, segment_kind: Tensor):
+    """The ``BlockMask`` [R, 1, L, L] of :func:`segment_mask_mod` on the segments' device: the block
+    attention mask in the form ``flex_attention`` takes, which skips the blocks it masks entirely."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rows, length = segment_group.shape
+    return create_block_mask(segment_mask_mod(segment_group, segment_kind), B=rows, H=None,
+                             Q_LEN=length, KV_LEN=length, device=segment_group.device)

@@ -32,7 +32,7 @@ from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
 from amopo.train.forward import (attention_mask_for, grouped_kv_on_cpu, head_bypassed, output_head,
                                  supports_block_mask, unwrap)
-from amopo.train.packing import block_attention_mask, collate_packed, is_packed
+from amopo.train.packing import collate_packed, is_packed
 
 
 def sequence_stats(model, batch: dict[str, torch.Tensor], *, chunked: bool = True, chunk_rows: int = 0):
@@ -83,11 +83,11 @@ def _padded_stats_chunked(model, batch, head, chunk_rows: int):
 
 def _packed_stats(model, batch, head, chunk_rows: int):
     if not supports_block_mask(model):
-        raise ValueError("shared-prompt packing needs sdpa or eager attention; disable packing for this model")
-    mask = block_attention_mask(batch["segment_group"], batch["segment_kind"])
+        raise ValueError("shared-prompt packing needs sdpa, eager or flex_attention attention; "
+                         "disable packing for this model")
     dtype = next(unwrap(model).parameters()).dtype
-    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
-              "attention_mask": attention_mask_for(model, mask, dtype)}
+    mask = attention_mask_for(model, batch["segment_group"], batch["segment_kind"], dtype)
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "attention_mask": mask}
     return _token_stats(model, head, inputs, batch["predict_index"], batch["target_ids"], batch["seq_index"],
                         int(batch["num_seqs"]), chunk_rows)
 
@@ -118,10 +118,11 @@ def _margin_scores(rows: Sequence[dict], dimensions: Sequence[str], dimension: s
 
 def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Sequence[str], epoch: int,
                pad_id: int, device,
-               reference_stats: Callable | None = None) -> tuple[torch.Tensor, dict[str, float], int]:
+               reference_logps: Callable | None = None) -> tuple[torch.Tensor, dict[str, float], int]:
     """Return (per-example losses [B] with grad, metric sums over the B examples, logical tokens).
 
-    ``reference_stats(batch) -> SeqStats`` gives the frozen reference's statistics (dpo/modpo only).
+    ``reference_logps(rows, batch) -> logp_sum [2·B]`` gives the frozen reference's response log-probs,
+    chosen then rejected (dpo/modpo only; :mod:`amopo.train.reference`).
     """
     b = len(rows)
     k = len(dimensions) if cfg.conditioned else 1
@@ -152,11 +153,10 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
             per_example = simpo_loss(avg_w[:, 0], avg_l[:, 0], beta=beta, gamma=cfg.gamma)
         reward_w, reward_l = beta * avg_w.detach(), beta * avg_l.detach()
     else:
-        if reference_stats is None:
+        if reference_logps is None:
             raise ValueError(f"loss '{cfg.loss}' needs a reference model")
         with torch.no_grad():
-            ref_stats = reference_stats(batch)
-        ref_w, ref_l = _split(ref_stats.logp_sum, b, k)
+            ref_w, ref_l = _split(reference_logps(rows, batch), b, k)
         if cfg.loss == "dpo":
             per_example = dpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], beta=beta)
         else:

@@ -17,3 +17,26 @@ def arithmetic_pairs(n: int, offset: int = 0) -> list[dict]:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+GOOD = ["Sure. {a} is the answer, because it follows from the question.",
+        "The answer is {a}. Here is why: it is the standard result.",
+        "{a}. That is correct and complete."]
+BAD = ["I do not know, ask someone else.",
+       "Maybe it is something, hard to say, the cat the moon the river.",
+       "No idea. Whatever."]
+
+
+def answer_pairs(n: int, offset: int = 0) -> list[dict]:
+    """``n`` records "what is the value of item i?": a confident answer chosen over a vague one."""
+    out = []
+    for i in range(offset, offset + n):
+        answer = f"number {i % 7 + 1}"
+        out.append({
+            "prompt": f"Question {i}: what is the value of item {i % 11}?",
+            "chosen": {"response": GOOD[i % 3].format(a=answer), "helpfulness": 4, "correctness": 4,
+                       "instruction_following": 5},
+            "rejected": {"response": BAD[i % 3], "helpfulness": 1, "correctness": 1 + i % 2,
+                         "instruction_following": 2},
+        })
+    return out

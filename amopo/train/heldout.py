@@ -1,4 +1,5 @@
-"""Held-out preference accuracy.
+"""Held-out preference accuracy, measured by the trainer before and after training and by
+``amopo evaluate`` (:mod:`amopo.evaluate.heldout`).
 
 For each pair and each prompt variant v (the plain prompt, and each dimension-conditioned prompt
 x*_k), the model ranks the pair correctly when ā(y_w | v) > ā(y_l | v), with ā the mean response-token
@@ -8,12 +9,14 @@ conditioned variants.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from amopo.objectives import average_logprob
-from amopo.train.batching import pad_sequences
+from amopo.train.batching import even_shard, pad_sequences
 from amopo.train.step import sequence_stats
 
 
@@ -24,12 +27,13 @@ def _variants(row: dict) -> list[list[int]]:
 @torch.no_grad()
 def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], *, pad_id: int, device,
                         batch_size: int = 4, accelerator=None, progress: bool = False) -> dict[str, float]:
-    """Accuracy and margin per prompt variant; rows are sharded across processes when
-    ``accelerator`` is given, and the counts summed."""
+    """Accuracy and margin per prompt variant. With ``accelerator`` the rows are split across
+    processes and the counts summed; every process runs the same number of forward passes (a
+    sharded model's forward is a collective), its surplus passes on repeated rows that are not counted."""
     names = ["plain", *dimensions]
     v = len(names)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    mine = list(rows)[rank::world]
+    mine, counted = even_shard(list(rows), rank, world)
     correct = torch.zeros(v, device=device)
     margin = torch.zeros(v, device=device)
     count = torch.zeros(1, device=device)
@@ -46,10 +50,11 @@ def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], 
         batch = {k: t.to(device) for k, t in pad_sequences(seqs, pad_id).items()}
         avg = average_logprob(sequence_stats(model, batch)).float()
         n = len(chunk)
-        diff = (avg[: n * v] - avg[n * v:]).view(n, v)
+        keep = torch.tensor([start + i < counted for i in range(n)], device=device)
+        diff = (avg[: n * v] - avg[n * v:]).view(n, v)[keep]
         correct += (diff > 0).float().sum(0)
         margin += diff.sum(0)
-        count += n
+        count += diff.shape[0]
     if was_training:
         model.train()
     if accelerator is not None and world > 1:
@@ -63,3 +68,11 @@ def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], 
         out["accuracy/mean_dimensions"] = sum(out[f"accuracy/{d}"] for d in dimensions) / len(dimensions)
     out["pairs"] = count.item()
     return out
+
+
+def heldout_fingerprint(data: str | Path, *, max_length: int, max_pairs: int, accumulate_prefixes: bool) -> dict:
+    """What decides a held-out measurement besides the model: the eval split's bytes and the settings."""
+    raw = Path(data, "eval.jsonl").read_bytes()
+    pairs = sum(1 for line in raw.splitlines() if line.strip())
+    return {"eval_sha256": hashlib.sha256(raw).hexdigest(), "max_length": int(max_length),
+            "pairs": min(max_pairs or pairs, pairs), "accumulate_prefixes": bool(accumulate_prefixes)}
