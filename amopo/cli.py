@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -55,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_outputs(summary) -> None:
-    """Print the summary's locations (keys ending in _dir, _path, _uri, _url) one per line."""
-    if not isinstance(summary, dict):
+    """Print the summary's locations (keys ending in _dir, _path, _uri, _url) one per line, once
+    (on rank 0 of a torchrun job)."""
+    if not isinstance(summary, dict) or os.environ.get("RANK", "0") != "0":
         return
     for key, value in summary.items():
-        if value and key.endswith(("_dir", "_path", "_uri", "_url", "run_id")):
+        if value and not isinstance(value, (dict, list)) and key.endswith(("_dir", "_path", "_uri", "_url", "run_id")):
             print(f"{key}: {value}")
 
 

@@ -26,3 +26,7 @@ class DataError(AmopoError):
 
 class ModelError(AmopoError):
     """A model name or path cannot be resolved or loaded."""
+
+
+class SteeringError(AmopoError):
+    """Requested dimension targets that the model's conditioning cannot express (HTTP 400)."""

@@ -23,8 +23,11 @@ all. Our arms run the library's step (``amopo.train.step.micro_step``) with the 
 (backward of Σ loss / batch, gradient clipping, AdamW, zero_grad); the TRL arms run ``trainer.train()``.
 All: lr --lr, constant (no warmup), AdamW (ours torch.optim.AdamW; TRL's default, the fused AdamW),
 each trainer's default gradient clipping (ours 3.0, TRL 1.0), dropout off, gradient checkpointing off
-(TRL defaults it on; ours off), fp32 on CPU (bf16 autocast on CUDA, as ``mixed_precision: auto``
-gives), max_length 1024 (nothing is truncated). β/γ: AMoPO and SimPO arms β = 0.8, γ = 2.0
+(TRL defaults it on; ours off), fp32 on CPU, bf16 autocast on CUDA (as ``mixed_precision: auto``
+gives: ours through accelerate's ``Accelerator(mixed_precision="bf16")`` as amopo/train/loop.py does, so
+the model's forward is autocast and the chunked head runs on its fp32 outputs; TRL with ``bf16=True``;
+fp32 weights in all), one GPU (a child sees only the first unless CUDA_VISIBLE_DEVICES says otherwise),
+max_length 1024 (nothing is truncated). β/γ: AMoPO and SimPO arms β = 0.8, γ = 2.0
 (TRL simpo_gamma = 2.0 is the same margin); DPO β = 0.1 (both defaults).
 
 Measured per arm: --warmup-steps (default 1) untimed steps, then --steps (default 2: the default run
@@ -33,10 +36,23 @@ from the end of the previous step to the end of this one (data collation include
 seconds per step; tokens/s = logical tokens of the timed steps / their time, where logical tokens are,
 for every arm alike, Σ over the K-expanded pairs of |x*_k|+|y_w| + |x*_k|+|y_l| (no padding), counted
 once here from our tokenised rows, so work an arm saves shows up as speed; the child's peak RSS after
-training and after model + data load (VmHWM, see ``peak_rss_mb``; on CUDA ``max_memory_allocated``);
-MFU = (6 × non-embedding parameters × logical tokens, + 2 × params × tokens for DPO's reference
-forward) / time / the measured matmul peak (fp32 square matmul on CPU, bf16 on CUDA), an effective MFU
-since work saved (a shared prompt) counts as done. Every arm also reports its
+training and after model + data load (VmHWM, see ``peak_rss_mb``; on CUDA ``max_memory_allocated``,
+reset when the child starts);
+two FLOP counts per arm, both 6 × non-embedding parameters N per token through the trained model (+ 2 × N
+per token through DPO's frozen reference; no attention term, so both err low by the attention matmuls,
+about a tenth at these lengths):
+  logical FLOPs   over the logical tokens: the work an unpacked trainer would do on these pairs;
+  executed FLOPs  over the tokens the arm really runs through the model: the input_ids of every forward,
+                  padding included (counted by a forward pre-hook on the model, and on DPO's reference;
+                  checked against the collated batch: our packed arms ``collate_packed`` rows, each prompt
+                  once with both responses; amopo-plain ``collate``; TRL both sequences of every K-expanded
+                  pair, all padded to the longest).
+MFU = executed FLOPs / time / peak, where peak = the best of --matmul-trials timed n×n matmuls in the
+arms' dtype (fp32 on CPU, bf16 on CUDA; a warm-up first, CUDA synchronised), measured before the arms and
+again after them (the best of all trials counts; every trial is in the JSON), so one busy moment cannot
+inflate MFU. An MFU above 100% cannot be real and is printed, and recorded, as "> 100% (check the peak)".
+Beside it, under its own name, the logical-work rate = logical FLOPs / time / peak: it exceeds MFU by the
+work packing saves (so it may pass 100%). Every arm also reports its
 first-step loss (our SimPO and TRL's CPO-SimPO compute the same loss on the same tokens, so they agree),
 and each TRL arm checks that its own tokenisation gives exactly our token ids.
 
@@ -60,7 +76,8 @@ logs every step (its first-step loss is read from the log); the cores may be sha
 and the arms run one after the other, so compare within one run.
 
 The targets (printed, never asserted): amopo tokens/s ≥ 1.5× trl-cpo-simpo and ≥ 2× trl-dpo; amopo peak
-memory ≤ 0.6× trl-cpo-simpo. Results also go to --json (default bench/results/train_throughput.json).
+memory ≤ 0.6× trl-cpo-simpo. Results also go to --json (default bench/results/train_throughput.json). The exit
+status is 1 when an arm failed (or ran past --arm-timeout), else 0.
 """
 
 from __future__ import annotations
@@ -273,36 +290,78 @@ def simpo_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run_ours(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf16: bool) -> dict:
-    """Our step, as amopo/train/loop.py runs it, for warm-up + timed steps."""
-    import torch
+class ForwardTokens:
+    """Counts the input_ids of every forward of ``model`` (padding included): the tokens it really runs."""
 
+    def __init__(self, model):
+        self.total = 0
+        self.handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            self.total += ids.numel()
+
+
+def per_step(totals: list[int]) -> list[int]:
+    """Per-step counts from running totals taken at the end of every step."""
+    return [b - a for a, b in zip([0, *totals[:-1]], totals)]
+
+
+def our_config(arm: str, args, bf16: bool):
     from amopo.train.config import TrainConfig
+
+    fast = arm != "amopo-plain"
+    return TrainConfig(loss="simpo" if arm == "simpo" else "amopo", lr=args.lr, seed=args.seed, packing=fast,
+                       chunked_logprobs=fast, lean_activations=fast, mixed_precision="bf16" if bf16 else "no")
+
+
+def executed_tokens(arm: str, args, model, batch: list[dict], pad_id: int) -> int:
+    """Tokens of the batch the arm feeds its model for ``batch`` (padding included), from the same collate
+    functions: our step's choice of ``collate_packed`` or ``collate``; for TRL, both sequences of every
+    K-expanded pair padded to the longest (what CPO's concatenated forward and DPO's collator build)."""
+    from amopo.train.batching import collate
+    from amopo.train.forward import supports_block_mask
+    from amopo.train.packing import collate_packed
+
+    if arm not in OURS:
+        return collate(simpo_rows(batch), False, pad_id)["input_ids"].numel()
+    cfg = our_config(arm, args, False)
+    rows = simpo_rows(batch) if arm == "simpo" else batch
+    packed = cfg.packing and supports_block_mask(model)
+    return (collate_packed if packed else collate)(rows, cfg.conditioned, pad_id)["input_ids"].numel()
+
+
+def run_ours(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf16: bool) -> dict:
+    """Our step, as amopo/train/loop.py runs it (accelerate's mixed precision included), for warm-up +
+    timed steps."""
+    import torch
+    from accelerate import Accelerator
+
     from amopo.train.lean_ops import use_lean_activations
     from amopo.train.step import micro_step
 
-    fast = arm != "amopo-plain"
-    cfg = TrainConfig(loss="simpo" if arm == "simpo" else "amopo", lr=args.lr, seed=args.seed, packing=fast,
-                      chunked_logprobs=fast, lean_activations=fast)
-    if cfg.lean_activations and fast:
+    cfg = our_config(arm, args, bf16)
+    if cfg.lean_activations:
         use_lean_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    counter = ForwardTokens(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
     loaded = memory_mb(device)
     model.train()
-    ends, losses, token_counts = [], [], []
+    ends, losses, token_counts, forwarded = [], [], [], []
     start = time.perf_counter()
     for step in range(args.warmup_steps + args.steps):
         epoch, batch = schedule(rows, step, args.pairs, args.seed)
         if arm == "simpo":
             batch = simpo_rows(batch)
-        with autocast:
-            per_example, _, ntok = micro_step(cfg, model, batch, dimensions=dimensions, epoch=epoch,
-                                              pad_id=tokenizer.pad_token_id, device=device)
+        per_example, _, ntok = micro_step(cfg, model, batch, dimensions=dimensions, epoch=epoch,
+                                          pad_id=tokenizer.pad_token_id, device=accelerator.device)
         loss = per_example.sum() / len(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device == "cuda":
@@ -310,8 +369,9 @@ def run_ours(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf
         ends.append(time.perf_counter())
         losses.append(loss.item())
         token_counts.append(ntok)
+        forwarded.append(counter.total)
     return {"durations": step_durations(ends, start), "losses": losses, "step_tokens_reported": token_counts,
-            "loaded_mb": loaded}
+            "step_tokens_executed": per_step(forwarded), "loaded_mb": loaded}
 
 
 def trl_records(tokenizer, args, rows) -> tuple[list[dict], list[tuple]]:
@@ -339,14 +399,16 @@ def trl_token_check(arm: str, dataset, ours: list[tuple]) -> dict:
                                                                                  for b in expected)}
 
 
-def step_timer():
-    """A TrainerCallback recording when the first step begins and when every step ends."""
+def step_timer(counters: dict):
+    """A TrainerCallback recording when the first step begins, when every step ends, and the running
+    totals of ``counters`` (name → ForwardTokens) at each step's end."""
     import torch
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self):
             self.start, self.ends = None, []
+            self.totals = {name: [] for name in counters}
 
         def on_step_begin(self, args, state, control, **kwargs):
             if self.start is None:
@@ -356,6 +418,8 @@ def step_timer():
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.ends.append(time.perf_counter())
+            for name, counter in counters.items():
+                self.totals[name].append(counter.total)
 
     return StepTimer()
 
@@ -387,13 +451,20 @@ def run_trl(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf1
     with tempfile.TemporaryDirectory(prefix="amopo-bench-trl-") as output_dir:
         trainer = trl_trainer(arm, args, model, tokenizer, records, args.pairs * len(dimensions), bf16, output_dir)
         check = trl_token_check(arm, trainer.train_dataset, ours)
+        counters = {"policy": ForwardTokens(model)}
+        reference = getattr(trainer, "ref_model", None)
+        if reference is not None:
+            counters["reference"] = ForwardTokens(trainer.accelerator.unwrap_model(reference))
         loaded = memory_mb(device)
-        timer = step_timer()
+        timer = step_timer(counters)
         trainer.add_callback(timer)
         trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"durations": step_durations(timer.ends, timer.start), "losses": losses, "token_check": check,
-            "loaded_mb": loaded}
+    out = {"durations": step_durations(timer.ends, timer.start), "losses": losses, "token_check": check,
+           "step_tokens_executed": per_step(timer.totals["policy"]), "loaded_mb": loaded}
+    if "reference" in timer.totals:
+        out["step_tokens_reference"] = per_step(timer.totals["reference"])
+    return out
 
 
 def child_main(args) -> None:
@@ -404,17 +475,22 @@ def child_main(args) -> None:
 
     torch.set_num_threads(args.threads)
     device, bf16 = device_and_bf16()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     tokenizer, rows, dimensions = load_rows(args.data_dir, args.model_dir)
     model = load_model(args.model_dir)
     disable_dropout(model)
     params = non_embedding_params(model)
+    expected = [executed_tokens(args.arm, args, model, schedule(rows, s, args.pairs, args.seed)[1],
+                                tokenizer.pad_token_id) for s in range(args.warmup_steps + args.steps)]
     if args.arm in OURS:
         model = model.to(device)
         result = run_ours(args.arm, args, model, tokenizer, rows, dimensions, device, bf16)
     else:
         result = run_trl(args.arm, args, model, tokenizer, rows, dimensions, device, bf16)
     result.update(arm=args.arm, peak_mb=memory_mb(device), peak_rss_mb=peak_rss_mb(),
-                  non_embedding_params=params, device=device, bf16=bf16, threads=torch.get_num_threads())
+                  non_embedding_params=params, device=device, bf16=bf16, threads=torch.get_num_threads(),
+                  step_tokens_executed_expected=expected)
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 
@@ -422,24 +498,39 @@ def child_main(args) -> None:
 # Parent
 
 
-def matmul_peak_flops(threads: int, n: int) -> float:
-    """FLOP/s of the best of a few n×n matmuls: fp32 on CPU, bf16 on CUDA."""
+MFU_FLAG = "> 100% (check the peak)"
+MFU_DEFINITION = ("mfu = executed_flops / seconds / peak (a string flag above 100%); logical_work_rate = "
+                  "logical_flops / seconds / peak; logical_flops = 6 N logical_tokens, executed_flops = 6 N "
+                  "executed_tokens (padding included), + 2 N per token of DPO's reference forward, N = "
+                  "non-embedding parameters, no attention term; peak = best of the matmul trials")
+
+
+def matmul_trials(threads: int, n: int, trials: int) -> dict:
+    """FLOP/s of ``trials`` timed n×n matmuls in the arms' dtype (fp32 on CPU, bf16 on CUDA), after two
+    untimed warm-up products; on CUDA each trial times ``reps`` products between synchronisations."""
     import torch
 
     torch.set_num_threads(threads)
-    device, _ = device_and_bf16()
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    device, bf16 = device_and_bf16()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    reps = 10 if device == "cuda" else 1
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    best = float("inf")
-    for _ in range(4):
+    for _ in range(2):
+        a @ b
+    flops = []
+    for _ in range(trials):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        a @ b
+        for _ in range(reps):
+            a @ b
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+        flops.append(2 * n**3 * reps / (time.perf_counter() - start))
+    del a, b
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {"device": device, "dtype": str(dtype).removeprefix("torch."), "n": n, "reps": reps, "flops": flops}
 
 
 def run_child(arm: str, args, model_dir: str, data_dir: Path, log: Path) -> dict:
@@ -448,28 +539,54 @@ def run_child(arm: str, args, model_dir: str, data_dir: Path, log: Path) -> dict
            "--data-dir", str(data_dir), "--pairs", str(args.pairs), "--warmup-steps", str(args.warmup_steps),
            "--steps", str(args.steps), "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU for every arm (HF's Trainer would take them all)
     if args.malloc_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    log.write_text(proc.stdout)
-    for line in proc.stdout.splitlines():
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              timeout=args.arm_timeout or None)
+        output, error = proc.stdout, f"exit code {proc.returncode}"
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        error = f"timed out after {args.arm_timeout} s"
+    log.write_text(output)
+    for line in output.splitlines():
         if line.startswith(RESULT_MARK):
             return {**json.loads(line[len(RESULT_MARK):]), "log": str(log)}
-    return {"arm": arm, "error": f"exit code {proc.returncode}", "output_tail": proc.stdout[-3000:], "log": str(log)}
+    return {"arm": arm, "error": error, "output_tail": output[-3000:], "log": str(log)}
 
 
-def summarise(result: dict, step_tokens: list[int], warmup: int, peak_flops: float) -> dict:
-    """Timed-step metrics of one arm's raw result."""
+def summarise(result: dict, step_tokens: list[int], warmup: int) -> dict:
+    """Timed-step metrics of one arm's raw result (FLOPs and MFU come later: see ``flop_metrics``)."""
     timed = result["durations"][warmup:]
-    tokens = step_tokens[warmup:warmup + len(timed)]
-    flop_per_token = 6 * result["non_embedding_params"] + (2 * result["non_embedding_params"]
-                                                            if result["arm"] == "trl-dpo" else 0)
+    window = slice(warmup, warmup + len(timed))
+    tokens = step_tokens[window]
+    observed = result.get("step_tokens_executed") or []
+    expected = result.get("step_tokens_executed_expected") or []
+    executed = observed if any(observed) else expected
     seconds = sum(timed)
-    return {"s_per_step": statistics.median(timed), "tokens_per_s": sum(tokens) / seconds,
-            "mfu": flop_per_token * sum(tokens) / seconds / peak_flops,
+    return {"s_per_step": statistics.median(timed), "seconds": seconds, "tokens_per_s": sum(tokens) / seconds,
+            "logical_tokens": sum(tokens), "executed_tokens": sum(executed[window]),
+            "reference_tokens": sum((result.get("step_tokens_reference") or [])[window]),
+            "executed_matches_collate": observed == expected if observed and expected else None,
             "train_minus_loaded_mb": result["peak_mb"] - result["loaded_mb"],
             "first_loss": result["losses"][0] if result["losses"] else None,
             "tokens_match": result.get("step_tokens_reported", step_tokens) == step_tokens}
+
+
+def flop_metrics(r: dict, peak_flops: float) -> dict:
+    """Logical and executed FLOPs of the timed steps, MFU (a flag above 100%) and the logical-work rate."""
+    n = r["non_embedding_params"]
+    logical = (6 * n + (2 * n if r["arm"] == "trl-dpo" else 0)) * r["logical_tokens"]
+    executed = 6 * n * r["executed_tokens"] + 2 * n * r["reference_tokens"]
+    mfu = executed / r["seconds"] / peak_flops
+    return {"logical_flops": logical, "executed_flops": executed, "executed_vs_logical_tokens":
+            r["executed_tokens"] / r["logical_tokens"], "executed_flops_per_s": executed / r["seconds"],
+            "mfu": MFU_FLAG if mfu > 1 else mfu, "logical_work_rate": logical / r["seconds"] / peak_flops}
+
+
+def pct(value) -> str:
+    return value if isinstance(value, str) else f"{value:.1%}"
 
 
 def ratio(results: dict, arm: str, peer: str, key: str) -> float | None:
@@ -484,18 +601,24 @@ def fmt(value: float | None, spec: str, suffix: str = "") -> str:
 def print_report(results: dict, meta: dict) -> list[str]:
     """Print the Markdown table, the checks and the target lines; return the target lines."""
     mem = "peak GPU MB" if meta["device"] == "cuda" else "peak RSS MB"
-    print(f"\n| arm | s/step | tokens/s | {mem} | loaded MB | train − loaded MB | MFU | tok/s vs trl-cpo-simpo "
-          f"| tok/s vs trl-dpo | peak mem vs trl-cpo-simpo |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| arm | s/step | tokens/s | {mem} | loaded MB | train − loaded MB | executed ÷ logical tokens | MFU "
+          f"| logical-work rate | tok/s vs trl-cpo-simpo | tok/s vs trl-dpo | peak mem vs trl-cpo-simpo |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for arm, r in results.items():
         if "error" in r:
-            print(f"| {arm} | failed: {r['error']} | | | | | | | | |")
+            print(f"| {arm} | failed: {r['error']} | | | | | | | | | | |")
             continue
         print(f"| {arm} | {r['s_per_step']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_mb']:.0f} | "
-              f"{r['loaded_mb']:.0f} | {r['train_minus_loaded_mb']:.0f} | {r['mfu']:.1%} | "
+              f"{r['loaded_mb']:.0f} | {r['train_minus_loaded_mb']:.0f} | {r['executed_vs_logical_tokens']:.2f} | "
+              f"{pct(r['mfu'])} | {pct(r['logical_work_rate'])} | "
               f"{fmt(ratio(results, arm, 'trl-cpo-simpo', 'tokens_per_s'), '.2f', '×')} | "
               f"{fmt(ratio(results, arm, 'trl-dpo', 'tokens_per_s'), '.2f', '×')} | "
               f"{fmt(ratio(results, arm, 'trl-cpo-simpo', 'peak_mb'), '.2f', '×')} |")
+    peak = meta["peak"]
+    print(f"\nMFU = executed FLOPs/s ÷ peak; logical-work rate = logical-token FLOPs/s ÷ peak (counts work "
+          f"packing saves as done); peak = best of {len(peak['trials'])} trials of a {peak['n']}×{peak['n']} "
+          f"{peak['dtype']} matmul on {peak['device']} (before and after the arms): "
+          f"{peak['flops'] / 1e9:.1f} GFLOP/s (slowest trial {min(peak['trials']) / 1e9:.1f})")
     print("\nchecks:")
     for arm, r in results.items():
         if "error" in r:
@@ -507,6 +630,9 @@ def print_report(results: dict, meta: dict) -> list[str]:
                      f"(token difference {c['token_difference']:+d})")
         else:
             line += f"; step tokens {'match' if r['tokens_match'] else 'DIFFER from'} the parent's count"
+        match = r["executed_matches_collate"]
+        line += ("; executed tokens " + {True: "match", False: "DIFFER from", None: "not compared with"}[match]
+                 + " the collated batch")
         print(line)
     print()
     lines = []
@@ -543,7 +669,12 @@ def parse_args(argv=None):
                              "then come from mmap and go back to the system when freed, so peak RSS measures "
                              "live memory rather than heap fragmentation (costs speed in every arm); 0: glibc's "
                              "default, a threshold that grows with the blocks freed")
-    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n×n matmul that measures the peak")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="n of the n×n matmul that measures the peak (default 2048 on CPU, 8192 on CUDA)")
+    parser.add_argument("--matmul-trials", type=int, default=7,
+                        help="timed matmul trials before the arms, and as many after; the peak is the best")
+    parser.add_argument("--arm-timeout", type=float, default=0, metavar="S",
+                        help="stop an arm's process after S seconds and report it failed (0: no limit)")
     parser.add_argument("--json", default=None,
                         help="results file (default bench/results/train_throughput.json; tiny: ..._tiny.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -589,22 +720,31 @@ def main() -> None:
           f"{mean['rejected']:.0f}; logical tokens per step {step_tokens}", flush=True)
 
     device, bf16 = device_and_bf16()
-    peak = matmul_peak_flops(args.threads, args.matmul_size)
-    print(f"matmul peak ({'bf16' if device == 'cuda' else 'fp32'}, {device}): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    n = args.matmul_size or (8192 if device == "cuda" else 2048)
+    before = matmul_trials(args.threads, n, args.matmul_trials)
+    print(f"matmul peak ({before['dtype']}, {device}, before the arms): best of {args.matmul_trials} trials "
+          f"{max(before['flops']) / 1e9:.1f} GFLOP/s", flush=True)
 
     results = {}
     for arm in args.arms:
         start = time.perf_counter()
         raw = run_child(arm, args, model_dir, data_dir, work / f"{arm}.log")
         if "error" not in raw:
-            raw.update(summarise(raw, step_tokens, args.warmup_steps, peak))
+            raw.update(summarise(raw, step_tokens, args.warmup_steps))
             print(f"  done: {arm} in {time.perf_counter() - start:.0f} s: {raw['s_per_step']:.2f} s/step, "
                   f"{raw['tokens_per_s']:.0f} tokens/s", flush=True)
         else:
             print(f"  FAILED: {arm} ({raw['error']}):\n{raw['output_tail']}", flush=True)
         results[arm] = raw
 
-    targets = print_report(results, {"device": device})
+    after = matmul_trials(args.threads, n, args.matmul_trials)
+    trials = before["flops"] + after["flops"]
+    peak = {**{k: before[k] for k in ("device", "dtype", "n", "reps")}, "flops": max(trials), "trials": trials,
+            "trials_before": before["flops"], "trials_after": after["flops"]}
+    for r in results.values():
+        if "error" not in r:
+            r.update(flop_metrics(r, peak["flops"]))
+    targets = print_report(results, {"device": device, "peak": peak})
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     ratios = {f"{arm}/{key}_vs_{peer}": ratio(results, arm, peer, key) for arm in results
@@ -613,10 +753,13 @@ def main() -> None:
     out.write_text(json.dumps({
         "config": {k: v for k, v in vars(args).items() if k not in ("child", "arm", "model_dir", "data_dir")},
         "model_dir": model_dir, "device": device, "bf16": bf16, "cpus": os.cpu_count(),
-        "matmul_peak_flops": peak, "preprocessing": prep, "dimensions": dimensions, "step_tokens": step_tokens,
+        "matmul_peak_flops": peak["flops"], "matmul_peak": peak, "mfu_definition": MFU_DEFINITION,
+        "preprocessing": prep, "dimensions": dimensions, "step_tokens": step_tokens,
         "mean_tokens": mean, "arms": results, "ratios": ratios, "targets": targets,
     }, indent=2) + "\n")
     print(f"\nresults: {out}; child logs: {work}/<arm>.log")
+    if any("error" in r for r in results.values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

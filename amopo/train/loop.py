@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from amopo import config as config_lib
+from amopo.data.prompts import CONDITIONING_FILE, conditioning_spec
 from amopo.errors import ConfigError
 from amopo.models import load_model, load_tokenizer
 from amopo.tracking import Run
@@ -367,7 +368,8 @@ def run_steps(s: Session) -> None:
 
 
 def _write_model(s: Session) -> Path:
-    """OUTPUT/model: a whole Hugging Face folder (gathered from the shards under FSDP), written atomically."""
+    """OUTPUT/model: a whole Hugging Face folder (gathered from the shards under FSDP), written atomically,
+    with the conditioning spec (``amopo_conditioning.json``) of a model trained on conditioned prompts."""
     cfg, accelerator = s.cfg, s.accelerator
     final = s.out / "model"
     unwrapped = accelerator.unwrap_model(s.model)
@@ -379,10 +381,21 @@ def _write_model(s: Session) -> Path:
         else:
             unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
         s.tokenizer.save_pretrained(str(tmp))
+        if cfg.conditioned:
+            (tmp / CONDITIONING_FILE).write_text(json.dumps(_conditioning(cfg), indent=2) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _conditioning(cfg: TrainConfig) -> dict:
+    """The conditioning spec of the prepared data's dimensions, as training rendered their prefixes."""
+    from amopo.data.dimensions import Dimension
+    from amopo.data.tokenize import read_manifest
+
+    dims = [Dimension.from_json(d) for d in read_manifest(cfg.data)["dimensions"]]
+    return conditioning_spec(dims, accumulate=cfg.accumulate_prefixes)
 
 
 def finish(s: Session) -> dict:
