@@ -6,5 +6,5 @@ pipeline YAML uses the default.
 
 import os
 
-DEFAULT_IMAGE = "ghcr.io/amopo/amopo:0.1.0"
+from amopo import IMAGE as DEFAULT_IMAGE
 IMAGE = os.environ.get("AMOPO_IMAGE", DEFAULT_IMAGE)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from amopo.cluster.errors import ClusterError
 from amopo.cluster.kube import api_error_text, find_condition, load_kube_client
-from amopo.cluster.pod_parts import check_name, env_list, node_selector_map, resources, tolerations_list
+from amopo.cluster.pod_parts import check_name, env_list, node_selector_map, queue_labels, resources, tolerations_list
 
 GROUP, VERSION, PLURAL, KIND = "serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService"
 RUNTIMES = ("huggingface", "custom")
@@ -46,7 +46,7 @@ def inferenceservice_manifest(name: str, namespace: str, storage_uri: str, *, ru
                               secret_env: dict[str, str] | None = None, args: list[str] | None = None,
                               node_selector: dict[str, str] | None = None, tolerations: list[dict] | None = None,
                               min_replicas: int | None = None, max_replicas: int | None = None,
-                              labels: dict[str, str] | None = None) -> dict:
+                              labels: dict[str, str] | None = None, queue_name: str | None = None) -> dict:
     """The InferenceService as a JSON-ready dict (validates against KServe's CRD schema).
 
     name, namespace     metadata; ``name`` must be a DNS-1035 label.
@@ -61,6 +61,7 @@ def inferenceservice_manifest(name: str, namespace: str, storage_uri: str, *, ru
     env / secret_env    NAME → value / NAME → ``"SECRET/KEY"`` (secret values are never read here).
     args                extra arguments for the server (appended to the runtime's own, or to ``amopo serve``).
     node_selector, tolerations, min_replicas, max_replicas, labels: as in a pod / predictor spec.
+    queue_name          the Kueue LocalQueue that admits it (label kueue.x-k8s.io/queue-name).
     Raises ClusterError on invalid values.
     """
     check_name(name, "InferenceService")
@@ -107,7 +108,8 @@ def inferenceservice_manifest(name: str, namespace: str, storage_uri: str, *, ru
     isvc = kserve.V1beta1InferenceService(
         api_version=f"{GROUP}/{VERSION}", kind=KIND,
         metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels={
-            "app.kubernetes.io/name": "amopo", "app.kubernetes.io/component": "serve", **(labels or {})}),
+            "app.kubernetes.io/name": "amopo", "app.kubernetes.io/component": "serve", **(labels or {}),
+            **queue_labels(queue_name, f"InferenceService {namespace}/{name}")}),
         spec=kserve.V1beta1InferenceServiceSpec(predictor=predictor))
     return k8s.ApiClient().sanitize_for_serialization(isvc)
 

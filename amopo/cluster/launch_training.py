@@ -24,7 +24,7 @@ from typing import Callable
 from amopo import config as config_lib
 from amopo.cluster.errors import ClusterError
 from amopo.cluster.run_trainjob import run_trainjob
-from amopo.cluster.trainjob import check_distributed, trainjob_manifest
+from amopo.cluster.trainjob import DEFAULT_RUNTIME, check_distributed, trainjob_manifest
 
 # Variables every trainer pod takes from optional Secrets (MLflow basic auth, S3 artifact store).
 SECRET_ENV = {
@@ -95,7 +95,8 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
                      num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
                      accelerate_config: str = "ddp", node_selector: dict | None = None,
                      tolerations: list | None = None, timeout_s: float = 24 * 3600.0, cpu: str = "4",
-                     memory: str = "16Gi", job_name: str | None = None, api_client=None,
+                     memory: str = "16Gi", job_name: str | None = None, runtime: str = DEFAULT_RUNTIME,
+                     queue_name: str | None = None, api_client=None,
                      poll_s: float = 10.0, log: Callable[[str], None] = print) -> dict:
     """Run `amopo train` with ``options`` as a TrainJob of ``num_nodes`` pods; returns its summary.
 
@@ -107,7 +108,9 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
     defaults of :data:`amopo.cluster.trainjob.NCCL_ENV`; the collective timeout is the option
     ``dist_timeout_s``, apart from ``timeout_s`` for the whole job. The output lands in
     ``options["output"]``; the staged folder ``WORKSPACE/runs/JOB`` stays for inspection (delete it
-    when done). Raises ClusterError.
+    when done). ``runtime``: the ClusterTrainingRuntime (Kubeflow's ``torch-distributed``, or the
+    project's ``amopo-torch`` from k8s/runtime/); ``queue_name``: the Kueue LocalQueue that admits the
+    job. Raises ClusterError.
     """
     from amopo.train.config import TrainConfig
 
@@ -135,7 +138,7 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
         env={"OMP_NUM_THREADS": "1"} if not gpus_per_node else None, secret_env=SECRET_ENV,
         optional_secrets=True, node_selector=node_selector, tolerations=tolerations, workspace_pvc=workspace_pvc,
         workspace_mount=workspace, shm_size="16Gi" if gpus_per_node else None,
-        active_deadline_s=max(1, int(timeout_s)))
+        active_deadline_s=max(1, int(timeout_s)), runtime=runtime, queue_name=queue_name)
     log(f"TrainJob {namespace}/{name}: {num_nodes} node(s) × {gpus_per_node or procs_per_node} process(es), "
         f"{accelerate_config}; staged under {run_dir}")
     run_trainjob(manifest, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)

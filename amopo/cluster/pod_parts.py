@@ -107,3 +107,19 @@ def with_accelerator(node_selector: dict[str, str] | None, accelerator_type: str
     if accelerator_type:
         out[GPU_PRODUCT_LABEL] = accelerator_type
     return out
+
+
+# Kueue admits a TrainJob or an InferenceService through the LocalQueue this label names.
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def queue_labels(queue_name: str | None, where: str) -> dict[str, str]:
+    """``{kueue.x-k8s.io/queue-name: queue_name}``, or nothing without a queue; ClusterError for a
+    value that is not a valid label value."""
+    if not queue_name:
+        return {}
+    if not isinstance(queue_name, str) or len(queue_name) > 63 or not _LABEL_VALUE.match(queue_name):
+        raise ClusterError(f"{where}: queue_name {queue_name!r} is not a valid Kubernetes label value "
+                           "(up to 63 letters, digits, '-', '_' or '.', starting and ending alphanumeric)")
+    return {KUEUE_QUEUE_LABEL: queue_name}

@@ -20,7 +20,8 @@ from __future__ import annotations
 import posixpath
 
 from amopo.cluster.errors import ClusterError
-from amopo.cluster.pod_parts import check_name, env_list, node_selector_map, quantity, resources, tolerations_list
+from amopo.cluster.pod_parts import (check_name, env_list, node_selector_map, quantity, queue_labels, resources,
+                                     tolerations_list)
 from amopo.train.shipped import FSDP_CONFIG
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
@@ -106,7 +107,7 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
                       workspace_pvc: str | None = None, workspace_mount: str = "/workspace",
                       service_account: str | None = None, image_pull_secrets: list[str] | None = None,
                       shm_size: str | None = None, active_deadline_s: int | None = None,
-                      labels: dict[str, str] | None = None) -> dict:
+                      labels: dict[str, str] | None = None, queue_name: str | None = None) -> dict:
     """The TrainJob as a JSON-ready dict (validates against the Trainer CRD's openAPIV3Schema).
 
     name, namespace     metadata; ``name`` must be a DNS-1035 label (the CRD's rule).
@@ -129,6 +130,8 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
                         base model and output, so every rank sees the same files.
     service_account, image_pull_secrets, shm_size (an in-memory /dev/shm for NCCL and data loaders),
     active_deadline_s (``spec.activeDeadlineSeconds``), labels (extra TrainJob labels).
+    queue_name          the Kueue LocalQueue that admits the job (label kueue.x-k8s.io/queue-name); a
+                        job without it is not admitted through the team's quota.
     Raises ClusterError on any invalid value, naming it.
     """
     check_name(name, "TrainJob")
@@ -201,6 +204,6 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/name": "amopo", "app.kubernetes.io/component": "train",
-                                **(labels or {})}},
+                                **(labels or {}), **queue_labels(queue_name, where)}},
         "spec": spec,
     }
