@@ -1,5 +1,5 @@
 """Evaluate: held-out preference accuracy, judged win rates against the base model, per-dimension
-scores and lm-eval tasks, with plots."""
+scores, steerability (for a conditioned model) and lm-eval tasks, with plots."""
 
 from kfp import dsl
 
@@ -41,10 +41,13 @@ def evaluate_model(model: dsl.Input[dsl.Model], dataset: dsl.Input[dsl.Dataset],
     flat = json.loads((Path(results.path) / "metrics.json").read_text())
     for key, value in sorted(flat.items()):
         metrics.log_metric(key, float(value))
-    headline = {k: flat[k] for k in ("pref_accuracy/mean_dimensions", "pref_base_accuracy/mean_dimensions",
-                                     "winrate/raw", "winrate/lc", "dimension/mean_delta") if k in flat}
+    headline = {k: flat[k] for k in ("pref_accuracy/plain", "pref_base_accuracy/plain",
+                                     "pref_accuracy/mean_dimensions", "pref_base_accuracy/mean_dimensions",
+                                     "winrate/raw", "winrate/lc", "dimension/mean_delta", "steer/mean_spearman",
+                                     "steer_base/mean_spearman", "steer/accuracy", "steer_base/accuracy") if k in flat}
     out = Path(results.path)
     Path(report.path).write_text(html_page(
         "Evaluation", table={**headline, "MLflow run": summary.get("mlflow_run_id")},
-        figures=[out / "dimension_radar.png", out / "win_rates.png", out / "training_curves.png"]))
+        figures=[out / "dimension_radar.png", out / "win_rates.png", out / "steerability.png",
+                 out / "training_curves.png"]))
     return float(flat.get("pref_accuracy/mean_dimensions", float("nan")))

@@ -8,7 +8,9 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def gate_model(results: dsl.Input[dsl.Artifact], gate_metric: str, min_improvement: float, thresholds: str,
                against_base: bool, decision: dsl.Output[dsl.Markdown]) -> bool:
-    """``thresholds``: comma-separated "key>=value" conditions on the evaluation's metrics.json.
+    """``thresholds``: comma-separated "key>=value" conditions on the evaluation's metrics.json (any key,
+    e.g. "steer/verbosity/accuracy>=0.6"). ``gate_metric``: the pipeline passes pref_accuracy/plain by
+    default (amopo.registry.gate.DEFAULT_METRIC).
     ``against_base``: the model must also beat its base model on ``gate_metric`` (measured by the
     same evaluation); when false the thresholds decide alone.
 

@@ -15,6 +15,7 @@ read them from Kubernetes Secrets as environment variables (all optional):
 
 from kfp import dsl, kubernetes
 
+from amopo.registry.gate import DEFAULT_METRIC as GATE_METRIC
 from components.cleanup import clean_up
 from components.deploy import deploy_model
 from components.evaluate import evaluate_model
@@ -86,7 +87,7 @@ def amopo_pipeline(
     lm_eval_tasks: str = "amopo_arithmetic,amopo_facts_mc",
     lm_eval_limit: int = 20,
     eval_options: dict = {},
-    gate_metric: str = "pref_accuracy/mean_dimensions",
+    gate_metric: str = GATE_METRIC,  # pref_accuracy/plain: conditioned accuracies see the chosen score
     gate_min_improvement: float = 0.0,
     gate_thresholds: str = "",
     gate_against_base: bool = True,

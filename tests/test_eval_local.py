@@ -104,7 +104,7 @@ def test_evaluate_end_to_end_into_the_training_run(trained, tiny_model_dir):
     cfg = EvaluateConfig(model=str(root / "train" / "model"), judge=str(tiny_model_dir), judge_top_k=10_000,
                          dimensions=["helpfulness", "instruction_following"], num_instructions=5, max_new_tokens=8,
                          tasks=[], data=str(root / "data"), max_length=128, lc_bootstrap=20, output=str(out),
-                         progress=False)
+                         steer_num_instructions=2, steer_bootstrap=10, progress=False)
     cfg.validate()
     summary = evaluate(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -116,7 +116,10 @@ def test_evaluate_end_to_end_into_the_training_run(trained, tiny_model_dir):
     for key in ("winrate/raw", "winrate/raw_se", "winrate/lc", "winrate/lc_se", "length/model_avg",
                 "length/baseline_avg", "dimension/helpfulness/model", "dimension/helpfulness/baseline",
                 "dimension/helpfulness/delta", "dimension/instruction_following/delta", "judge/unparseable",
-                "pref_accuracy/plain", "pref_accuracy/helpfulness", "pref_accuracy/mean_dimensions"):
+                "pref_accuracy/plain", "pref_accuracy/helpfulness", "pref_accuracy/mean_dimensions",
+                # the trained folder carries its conditioning spec: steerability beside the base model
+                "steer/helpfulness/slope", "steer_base/helpfulness/slope", "steer/correctness/mean_rating_at_4",
+                "steer/accuracy", "steer_base/accuracy"):
         assert key in metrics, key
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics["judge/unparseable"] == 0 and metrics["winrate/n"] == 5
@@ -136,7 +139,7 @@ def test_evaluate_end_to_end_into_the_training_run(trained, tiny_model_dir):
     first = samples[0]
     assert first["model_length"] == len(first["model_output"]) and first["baseline_output"] is not None
     assert 0 <= first["verdict_model_first"] <= 1 and 1 <= first["score/helpfulness/baseline"] <= 5
-    for figure in ("dimension_radar.png", "win_rates.png", "training_curves.png"):
+    for figure in ("dimension_radar.png", "win_rates.png", "training_curves.png", "steerability.png"):
         assert (out / figure).read_bytes()[:8] == PNG
 
     client = MlflowClient(trained["uri"])
@@ -157,7 +160,7 @@ def test_rerun_replaces_the_output_and_can_log_to_a_linked_run(trained):
     root, train_summary = trained["root"], trained["summary"]
     out = root / "eval-rerun"
     base = dict(model=str(root / "train" / "model"), pairwise=False, tasks=[], data=str(root / "data"),
-                max_length=128, output=str(out), progress=False, new_mlflow_run=True)
+                max_length=128, output=str(out), progress=False, new_mlflow_run=True, steer=False)
     first = evaluate(EvaluateConfig(**base, pref_max_pairs=2))
     second = evaluate(EvaluateConfig(**base))
     metrics = json.loads((out / "metrics.json").read_text())

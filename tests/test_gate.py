@@ -6,10 +6,10 @@ import pytest
 
 from amopo.errors import ConfigError
 from amopo.registry import RegistryError
-from amopo.registry.gate import Threshold, decide, parse_threshold
+from amopo.registry.gate import DEFAULT_METRIC, Threshold, base_metric, decide, decide_against_base, parse_threshold
 from helpers.registry import make_training_output, write_eval_metrics
 
-METRIC = "pref_accuracy/mean_dimensions"
+METRIC = "pref_accuracy/plain"   # the default: held-out accuracy on the plain prompt
 
 
 # --- thresholds -----------------------------------------------------------------------------------
@@ -79,6 +79,29 @@ def test_lower_is_better():
     assert not decide({"loss": 0.6}, {"loss": 0.5}, metric="loss", higher_is_better=False).promote
 
 
+def test_the_default_metric_is_plain_prompt_accuracy():
+    # pref_accuracy/<dimension> shows the chosen response's score in the prompt: it measures steering.
+    assert DEFAULT_METRIC == METRIC
+    d = decide({METRIC: 0.6, "pref_accuracy/mean_dimensions": 0.9}, {METRIC: 0.7, "pref_accuracy/mean_dimensions": 0.5})
+    assert not d.promote and any(r.startswith(f"{METRIC}: 0.6 vs champion 0.7") for r in d.reasons)
+
+
+def test_steering_metrics_gate_as_thresholds_and_against_the_base():
+    t = [parse_threshold("steer/verbosity/accuracy>=0.6")]
+    assert t[0] == Threshold("steer/verbosity/accuracy", ">=", 0.6)
+    assert decide({METRIC: 0.7, "steer/verbosity/accuracy": 0.65}, None, thresholds=t).promote
+    failed = decide({METRIC: 0.7, "steer/verbosity/accuracy": 0.5}, None, thresholds=t)
+    assert not failed.promote and "threshold steer/verbosity/accuracy>=0.6 fails (steer/verbosity/accuracy=0.5)" \
+        in failed.reasons
+    assert base_metric("pref_accuracy/plain") == "pref_base_accuracy/plain"
+    assert base_metric("steer/instruction_following/accuracy") == "steer_base/instruction_following/accuracy"
+    metrics = {METRIC: 0.6, "pref_base_accuracy/plain": 0.55, "steer/instruction_following/accuracy": 0.4,
+               "steer_base/instruction_following/accuracy": 0.25}
+    assert decide_against_base(metrics).promote
+    assert decide_against_base(metrics, metric="steer/instruction_following/accuracy", min_improvement=0.1).promote
+    assert not decide_against_base(metrics, metric="steer/instruction_following/accuracy", min_improvement=0.2).promote
+
+
 def test_missing_primary_metric_rejects():
     assert not decide({"other": 1.0}, None).promote
     d = decide({METRIC: 0.9}, {"other": 1.0})
@@ -129,16 +152,16 @@ def test_promotion_sequence(store):
     uri, add = store
     gate = dict(gate_min_improvement=0.02, gate_thresholds=["winrate/lc>=0.5"])
 
-    v1 = add("seq", "1", pref_accuracy__mean_dimensions=0.60, winrate__lc=0.55)
+    v1 = add("seq", "1", pref_accuracy__plain=0.60, winrate__lc=0.55)
     first = _promote(uri, "seq", **gate)
     assert first["promoted"] and _champion(uri, "seq") == v1
     assert _tags(uri, "seq", v1)["amopo.gate.decision"] == "promoted"
 
-    v2 = add("seq", "2", pref_accuracy__mean_dimensions=0.70, winrate__lc=0.60)
+    v2 = add("seq", "2", pref_accuracy__plain=0.70, winrate__lc=0.60)
     assert _promote(uri, "seq", **gate)["promoted"]
     assert _champion(uri, "seq") == v2
 
-    v3 = add("seq", "3", pref_accuracy__mean_dimensions=0.71, winrate__lc=0.60)   # +0.01 < margin
+    v3 = add("seq", "3", pref_accuracy__plain=0.71, winrate__lc=0.60)   # +0.01 < margin
     third = _promote(uri, "seq", **gate)
     assert not third["promoted"] and third["champion_version"] == v2
     tags = _tags(uri, "seq", v3)
@@ -146,7 +169,7 @@ def test_promotion_sequence(store):
     assert "does not beat" in tags["amopo.gate.reasons"]
     assert tags["amopo.gate.compared_with"] == str(v2)
 
-    v4 = add("seq", "4", pref_accuracy__mean_dimensions=0.90, winrate__lc=0.40)   # beats, fails threshold
+    v4 = add("seq", "4", pref_accuracy__plain=0.90, winrate__lc=0.40)   # beats, fails threshold
     fourth = _promote(uri, "seq", **gate)
     assert not fourth["promoted"] and _champion(uri, "seq") == v2
     assert "winrate/lc>=0.5 fails" in _tags(uri, "seq", v4)["amopo.gate.reasons"]
@@ -161,7 +184,7 @@ def test_promotion_sequence(store):
 @pytest.mark.slow
 def test_first_model_failing_thresholds_gets_no_champion(store):
     uri, add = store
-    v1 = add("nochamp", "1", pref_accuracy__mean_dimensions=0.9, winrate__lc=0.2)
+    v1 = add("nochamp", "1", pref_accuracy__plain=0.9, winrate__lc=0.2)
     result = _promote(uri, "nochamp", gate_thresholds=["winrate/lc>=0.5"])
     assert not result["promoted"] and result["champion_version"] is None
     assert _champion(uri, "nochamp") is None
@@ -179,7 +202,7 @@ def test_promote_cli(store, capsys):
     from amopo.cli import main
 
     uri, add = store
-    add("cli", "1", pref_accuracy__mean_dimensions=0.5, winrate__lc=0.9)
+    add("cli", "1", pref_accuracy__plain=0.5, winrate__lc=0.9)
     assert main(["promote", "--name", "cli", "--tracking-uri", uri, "--gate-thresholds", "winrate/lc>=0.95"]) == 0
     assert "not promoted" in capsys.readouterr().out
     assert _champion(uri, "cli") is None

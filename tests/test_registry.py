@@ -10,7 +10,8 @@ from amopo.registry import RegistryError
 from helpers.processes import free_port, start_mlflow_server
 from helpers.registry import make_training_output, write_eval_metrics
 
-EVAL = dict(pref_accuracy__mean_dimensions=0.7, winrate__lc=0.55, dimension__helpfulness__delta=0.1)
+EVAL = dict(pref_accuracy__plain=0.7, pref_accuracy__mean_dimensions=0.7, winrate__lc=0.55,
+            dimension__helpfulness__delta=0.1)
 
 
 def _register(train_dir, uri, name, evals=None, **kw) -> dict:
@@ -210,7 +211,7 @@ def test_round_trip_and_gate_over_http(mlflow_server, tiny_model_dir, tmp_path):
     assert promote(gate)["promoted"]    # the first model
     assert hf_artifact_uri("models:/served@champion", uri) == first["hf_artifact_uri"]
 
-    worse = write_eval_metrics(tmp_path / "worse.json", **{**EVAL, "pref_accuracy__mean_dimensions": 0.6})
+    worse = write_eval_metrics(tmp_path / "worse.json", **{**EVAL, "pref_accuracy__plain": 0.6})
     second = _register(train_dir, uri, "served", worse)
     assert second["version"] == first["version"] + 1
     decision = promote(gate)

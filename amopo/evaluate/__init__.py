@@ -12,8 +12,11 @@
     dimension_scores.py  per-dimension 1–5 ratings, means and model − baseline deltas
     heldout.py           held-out preference accuracy on a prepared folder (wraps preference.py)
     preference.py        held-out preference accuracy of a model on tokenized rows (also used in training)
+    steerability.py      judged steerability: answers at requested low/middle/high levels, rated blind
+    steer_accuracy.py    held-out steering accuracy: does the preference follow the requested level?
+    steer_stats.py       slope, Spearman, their standard errors; binomial rate
     lm_eval_tasks.py     the lm-eval harness on shipped YAML tasks (tasks/) or registry tasks
-    plots.py             dimension radar, win-rate bars, training curves
+    plots.py             dimension radar, win-rate bars, training curves, steerability
     report.py            metrics.json, the per-sample table, MLflow logging
     training_run.py      what the files beside a trained model folder say about its run
 """

@@ -8,17 +8,21 @@ Parts (each optional):
    pair in both orders → raw and length-controlled win rate with standard errors, average lengths;
    the judge also rates every answer 1–5 per dimension → means and model − baseline deltas.
 2. held-out preference accuracy on a prepared folder's eval split (``--data``; local models).
-3. lm-eval tasks (``--tasks``; shipped YAML tasks by default).
+3. steerability of a model with a conditioning spec (``amopo.evaluate.steerability``: answers at
+   low, middle and high requested levels rated by the judge, which never sees the request; and
+   ``amopo.evaluate.steer_accuracy`` on ``--data``'s held-out pairs), the base model beside it.
+4. lm-eval tasks (``--tasks``; shipped YAML tasks by default).
 
 Outputs in ``--output``: ``metrics.json`` (flat), ``report.json`` (settings, decoding, judge,
 lm-eval details), ``samples.jsonl``/``samples.csv`` (instruction, both answers, verdicts,
-lengths, scores), ``outputs/{model,baseline}.jsonl`` (AlpacaEval format), the figures, and
-``eval_config.yaml``. The folder is written whole or not at all; everything is logged to MLflow
-(see ``amopo.evaluate.report``).
+lengths, scores), ``steer_samples.jsonl``/``.csv`` (every steered answer, its request and rating),
+``outputs/{model,baseline}.jsonl`` (AlpacaEval format), the figures, and ``eval_config.yaml``. The
+folder is written whole or not at all; everything is logged to MLflow (see ``amopo.evaluate.report``).
 
 Default budget, sized for the main job (SmolLM2-135M on 2 CPU cores): 16 of the 100 shipped
 instructions, 96 new tokens per answer, the embedded model as judge, 3 dimensions, both shipped
-lm-eval tasks on 20 examples each, 32 held-out pairs (the main job's training-time held-out cap).
+lm-eval tasks on 20 examples each, 32 held-out pairs (the main job's training-time held-out cap);
+steering on 8 of those instructions × 3 levels × each scored dimension of the spec, per model.
 Raise ``--num-instructions 0 --lm-eval-limit 0 --pref-max-pairs 0`` for everything.
 """
 
@@ -82,6 +86,17 @@ class EvaluateConfig:
     data: str = field("", help="prepared data folder: held-out preference accuracy on its eval split")
     pref_max_pairs: int = field(32, help="cap on held-out pairs, the first ones of the split (0: all)")
     max_length: int = field(1024, help="held-out accuracy: prompt + response token cutoff")
+    steer: bool = field(True, help="steerability of a model with a conditioning spec: its answers at low, middle "
+                                   "and high requested levels rated by the judge, and steering accuracy on --data's "
+                                   "held-out pairs; the base model beside it")
+    steer_spec: str = field("", help="conditioning spec file (amopo_conditioning.json) for a model whose folder "
+                                     "has none, e.g. an endpoint (empty: the model folder's)")
+    steer_dimensions: list[str] = field(default_factory=list,
+                                        help="dimensions to steer (empty: every scored dimension of the spec)")
+    steer_num_instructions: int = field(8, help="steering: instructions of the win-rate set (spread evenly over "
+                                               "it) answered per dimension and level (0: all of them)")
+    steer_bootstrap: int = field(200, help="bootstrap resamples of instructions for the Spearman correlation's "
+                                           "standard error")
     seed: int = field(0, help="seed for lm-eval and the bootstrap")
     output: str = field("runs/evaluate", help="output folder (replaced if it holds an earlier evaluation)")
     mlflow_tracking_uri: str | None = field(None, help="MLflow URI; default: the training run's, else "
@@ -96,17 +111,23 @@ class EvaluateConfig:
     def validate(self) -> None:
         self.tasks = [t for t in self.tasks if t.strip()]
         self.dimensions = [d for d in self.dimensions if d.strip()]
+        self.steer_dimensions = [d for d in self.steer_dimensions if d.strip()]
         for name in ("max_new_tokens", "batch_size", "judge_batch_size", "judge_top_k", "judge_max_tokens",
                      "concurrency", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"evaluate config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_instructions", "lm_eval_limit", "pref_max_pairs", "retries", "lc_bootstrap"):
+        for name in ("num_instructions", "lm_eval_limit", "pref_max_pairs", "retries", "lc_bootstrap",
+                     "steer_num_instructions", "steer_bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"evaluate config: {name} must be >= 0, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Answers
+
+
+def _is_outputs_file(spec: str | None) -> bool:
+    return bool(spec) and spec.endswith((".jsonl", ".json"))
 
 
 def _answers(spec: str, served_name: str | None, texts: list[str], cfg: EvaluateConfig, who: str):
@@ -118,7 +139,7 @@ def _answers(spec: str, served_name: str | None, texts: list[str], cfg: Evaluate
         return generate.generate_endpoint(endpoint, texts, max_new_tokens=cfg.max_new_tokens,
                                           concurrency=cfg.concurrency, seed=cfg.seed, progress=cfg.progress,
                                           desc=f"generating ({who})")
-    if spec.endswith((".jsonl", ".json")):
+    if _is_outputs_file(spec):
         return generate.read_outputs(spec, texts)
     from amopo.models import resolve_model
 
@@ -138,17 +159,18 @@ def _judge(cfg: EvaluateConfig, prompts):
                       max_answer_chars=cfg.max_answer_chars, progress=cfg.progress)
 
 
-def _pairwise(cfg: EvaluateConfig, baseline: str | None, folder: Path, report: dict) -> tuple[dict, list[dict]]:
-    """Answers, verdicts and ratings → metrics and the per-sample rows."""
-    from amopo.evaluate import dimension_scores, generate, pairwise
-    from amopo.evaluate.judge_prompts import load_prompt_set
-    from amopo.evaluate.lc_winrate import length_controlled_win_rate
-    from amopo.evaluate.winrate import win_rate
+def _instruction_items(cfg: EvaluateConfig) -> list[dict]:
+    """The win-rate instruction set: ``num_instructions`` of the set, spread evenly."""
+    from amopo.evaluate import generate
 
-    prompts = load_prompt_set(cfg.judge_prompts)
-    for dim in cfg.dimensions:
-        prompts.rubric(dim)  # an unknown dimension fails here, before any generation
-    items = generate.select_evenly(generate.load_instructions(cfg.instructions), cfg.num_instructions)
+    return generate.select_evenly(generate.load_instructions(cfg.instructions), cfg.num_instructions)
+
+
+def _pairwise_answers(cfg: EvaluateConfig, items: list[dict], baseline: str | None, folder: Path,
+                      report: dict) -> dict[str, list[str]]:
+    """Answers of the model (and baseline) to the instructions, written to ``folder/outputs``."""
+    from amopo.evaluate import generate
+
     texts = [item["instruction"] for item in items]
     outputs = {"model": _answers(cfg.model, cfg.model_name, texts, cfg, "model")}
     if baseline:
@@ -158,10 +180,17 @@ def _pairwise(cfg: EvaluateConfig, baseline: str | None, folder: Path, report: d
         generate.write_outputs(folder / "outputs" / f"{side}.jsonl", texts, answers, str(info.get("model", side)))
     report["decoding"] = {side: info for side, (_, info) in outputs.items()}
     report["instructions"] = {"set": cfg.instructions, "used": len(texts), "ids": [i["id"] for i in items]}
+    return {side: a for side, (a, _) in outputs.items()}
 
-    judge = _judge(cfg, prompts)
-    report["judge"] = {**judge.identity, **prompts.identity}
-    answers = {side: a for side, (a, _) in outputs.items()}
+
+def _pairwise_scores(cfg: EvaluateConfig, judge, items: list[dict], answers: dict[str, list[str]],
+                     baseline: str | None) -> tuple[dict, list[dict]]:
+    """Verdicts and ratings → win-rate and dimension metrics and the per-sample rows."""
+    from amopo.evaluate import dimension_scores, pairwise
+    from amopo.evaluate.lc_winrate import length_controlled_win_rate
+    from amopo.evaluate.winrate import win_rate
+
+    texts = [item["instruction"] for item in items]
     lengths = {side: [len(a) for a in answers[side]] for side in answers}
     metrics: dict[str, float] = {f"length/{side}_avg": sum(v) / len(v) for side, v in lengths.items()}
     metrics["winrate/instructions"] = float(len(texts))
@@ -183,10 +212,6 @@ def _pairwise(cfg: EvaluateConfig, baseline: str | None, folder: Path, report: d
     if cfg.dimensions:
         ratings = dimension_scores.rate_answers(judge, texts, answers, cfg.dimensions)
         metrics.update(dimension_scores.summarize(ratings, cfg.dimensions))
-    judge.close()
-    metrics["judge/unparseable"] = metrics.get("judge/unparseable_pairwise", 0.0) + metrics.get(
-        "judge/unparseable_ratings", 0.0)
-
     return metrics, _sample_rows(items, answers, records, ratings, cfg.dimensions)
 
 
@@ -205,6 +230,87 @@ def _sample_rows(items: list[dict], answers: dict[str, list[str]], records: list
                 row[f"score/{dim}/{side}"] = ratings[side][dim][k].value
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Steerability (models with a conditioning spec)
+
+_STEER_PREFIX = {"model": "steer", "baseline": "steer_base"}
+
+
+@dataclass
+class _Steering:
+    spec: dict
+    dims: list            # dimensions steered (held-out steering accuracy)
+    rated: list           # of those, the ones the judge has a rubric for (judged steerability)
+    skipped: list[str]    # scored dimensions left out of the judged part (no rubric)
+
+
+def _steer_setup(cfg: EvaluateConfig, spec: dict | None, prompts) -> _Steering | None:
+    """What to steer, checked before any work; None when steering is off or the model has no spec."""
+    from amopo.evaluate import steerability
+
+    if spec is None:
+        if cfg.steer and (cfg.steer_dimensions or is_endpoint(cfg.model)):
+            print("evaluate: the model has no conditioning spec (amopo_conditioning.json; --steer-spec for an "
+                  "endpoint): steerability is skipped")
+        return None
+    dims = steerability.spec_dimensions(spec, cfg.steer_dimensions)
+    if not dims:
+        print("evaluate: the model's conditioning spec has no scored dimension: steerability is skipped")
+        return None
+    rated, skipped = steerability.judged_dimensions(dims, prompts, requested=bool(cfg.steer_dimensions))
+    return _Steering(spec, dims, rated, skipped)
+
+
+def _steer_answers(cfg: EvaluateConfig, steering: _Steering, items: list[dict], baseline: str | None,
+                   report: dict) -> dict:
+    """The model's and the base model's answers to every steered prompt."""
+    from amopo.evaluate import generate, steerability
+
+    chosen = generate.select_evenly(items, cfg.steer_num_instructions)
+    texts = [item["instruction"] for item in chosen]
+    prompts = steerability.steer_prompts(steering.spec, steering.rated, texts)
+    asked = [p.text for p in prompts]
+    answers = {"model": _answers(cfg.model, cfg.model_name, asked, cfg, "steering, model")[0]}
+    if baseline and not _is_outputs_file(baseline):
+        answers["baseline"] = _answers(baseline, cfg.baseline_name, asked, cfg, "steering, base")[0]
+    report["steer"] = {"dimensions": [d.name for d in steering.rated],
+                       "levels": {d.name: steerability.levels(d) for d in steering.rated},
+                       "skipped_no_rubric": steering.skipped, "instructions": [i["id"] for i in chosen],
+                       "base": baseline if "baseline" in answers else None,
+                       "judge_sees": "the plain instruction and the answer (never the requested level)"}
+    return {"ids": [i["id"] for i in chosen], "texts": texts, "prompts": prompts, "answers": answers}
+
+
+def _steer_scores(cfg: EvaluateConfig, judge, steering: _Steering, asked: dict) -> tuple[dict, list[dict]]:
+    """The judge's ratings of the steered answers → ``steer/`` and ``steer_base/`` metrics and rows."""
+    from amopo.evaluate import steerability
+
+    metrics, rows = {}, []
+    for side, answers in asked["answers"].items():
+        verdicts = steerability.rate(judge, asked["prompts"], asked["texts"], answers,
+                                     desc=f"rating steered answers ({side})")
+        values = [v.value for v in verdicts]
+        metrics.update(steerability.summarize(asked["prompts"], values, steering.rated, prefix=_STEER_PREFIX[side],
+                                              resamples=cfg.steer_bootstrap, seed=cfg.seed))
+        rows += steerability.sample_rows(side, asked["prompts"], asked["ids"], asked["texts"], answers, values)
+    return metrics, rows
+
+
+def _steer_accuracy(cfg: EvaluateConfig, steering: _Steering, baseline: str | None) -> dict:
+    """Held-out steering accuracy of the model and, when it is a local model, the base model."""
+    from amopo.evaluate.steer_accuracy import heldout_steering_accuracy
+
+    sides = {"model": cfg.model}
+    if baseline and not is_endpoint(baseline) and not _is_outputs_file(baseline):
+        sides["baseline"] = baseline
+    metrics = {}
+    for side, model in sides.items():
+        metrics.update(heldout_steering_accuracy(model, cfg.data, steering.spec, steering.dims,
+                                                 prefix=_STEER_PREFIX[side], max_length=cfg.max_length,
+                                                 max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,8 +344,35 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _figures(folder: Path, metrics: dict, dims: list[str], training) -> list[Path]:
-    from amopo.evaluate import plots
+_UNPARSEABLE = ("judge/unparseable_pairwise", "judge/unparseable_ratings", "steer/unparseable",
+                "steer_base/unparseable")
+
+
+def _judged(cfg: EvaluateConfig, prompts, steering: _Steering | None, baseline: str | None, folder: Path,
+            report: dict) -> tuple[dict, list[dict], list[dict]]:
+    """Every answer first (one generator loaded at a time), then one judge for every verdict:
+    metrics, the win-rate sample rows and the steering sample rows."""
+    items = _instruction_items(cfg)
+    answers = _pairwise_answers(cfg, items, baseline, folder, report) if cfg.pairwise else None
+    asked = _steer_answers(cfg, steering, items, baseline, report) if steering and steering.rated else None
+    judge = _judge(cfg, prompts)
+    report["judge"] = {**judge.identity, **prompts.identity}
+    metrics, rows, steer_rows = {}, [], []
+    try:
+        if answers is not None:
+            part, rows = _pairwise_scores(cfg, judge, items, answers, baseline)
+            metrics.update(part)
+        if asked is not None:
+            part, steer_rows = _steer_scores(cfg, judge, steering, asked)
+            metrics.update(part)
+    finally:
+        judge.close()
+    metrics["judge/unparseable"] = sum(metrics.get(k, 0.0) for k in _UNPARSEABLE)
+    return metrics, rows, steer_rows
+
+
+def _figures(folder: Path, metrics: dict, dims: list[str], training, steering: _Steering | None) -> list[Path]:
+    from amopo.evaluate import plots, steerability
 
     made = []
     if any(f"dimension/{d}/model" in metrics for d in dims):
@@ -251,18 +384,25 @@ def _figures(folder: Path, metrics: dict, dims: list[str], training) -> list[Pat
         made.append(plots.plot_win_rates(metrics, folder / "win_rates.png"))
     if training is not None and training.history is not None:
         made.append(plots.plot_training_curves(training.history, folder / "training_curves.png"))
+    if steering is not None and steering.rated:
+        made.append(plots.plot_steering(steerability.curves(metrics, steering.rated, "steer"),
+                                        steerability.curves(metrics, steering.rated, "steer_base"),
+                                        folder / "steerability.png"))
     return [p for p in made if p is not None]
 
 
 def _headline(metrics: dict) -> str:
-    keys = ["winrate/raw", "winrate/lc", "dimension/mean_delta", "pref_accuracy/mean_dimensions", "judge/unparseable"]
+    keys = ["winrate/raw", "winrate/lc", "dimension/mean_delta", "pref_accuracy/plain", "pref_accuracy/mean_dimensions",
+            "steer/mean_spearman", "steer/accuracy", "judge/unparseable"]
     keys += sorted(k for k in metrics if k.startswith("lm_eval/") and "stderr" not in k)
     return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Run the configured evaluation; returns the summary (metrics and where everything went)."""
+    from amopo.evaluate.judge_prompts import load_prompt_set
     from amopo.evaluate.report import finite_metrics, log_to_mlflow, write_json, write_samples
+    from amopo.evaluate.steerability import find_spec
     from amopo.evaluate.training_run import find_training_run
 
     if not cfg.model:
@@ -270,13 +410,20 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.data and is_endpoint(cfg.model):
         raise ConfigError("evaluate: --data (held-out preference accuracy) needs the model's log-probabilities; "
                           "give a model folder, not an endpoint")
-    if not (cfg.pairwise or cfg.data or cfg.tasks):
+    spec = find_spec(cfg.model, cfg.steer_spec) if cfg.steer else None
+    prompts = load_prompt_set(cfg.judge_prompts) if cfg.pairwise or spec is not None else None
+    for dim in cfg.dimensions if cfg.pairwise else []:
+        prompts.rubric(dim)  # an unknown dimension fails here, before any generation
+    steering = _steer_setup(cfg, spec, prompts)
+    judged = cfg.pairwise or bool(steering and steering.rated)
+    if not (judged or cfg.data or cfg.tasks):
         raise ConfigError("evaluate: nothing to do (pairwise off, no --data, no --tasks)")
     out = Path(cfg.output)
     _check_output(out)
     training = None if is_endpoint(cfg.model) else find_training_run(cfg.model)
     baseline = cfg.baseline or (training.base_model if training else None)
-    _check_local_models([cfg.model] + ([baseline, cfg.judge] if cfg.pairwise else []))
+    _check_local_models([cfg.model] + ([baseline, cfg.judge] if judged else [])
+                        + ([baseline] if steering and cfg.data else []))
     if cfg.pairwise and not baseline:
         print("evaluate: no baseline (none given, no training run beside the model): win rates are skipped; "
               "dimension scores are reported for the model alone")
@@ -288,8 +435,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         report: dict = {"model": cfg.model, "baseline": baseline,
                         "training_run": training.__dict__ if training else None}
         rows: list[dict] = []
-        if cfg.pairwise:
-            part, rows = _pairwise(cfg, baseline, tmp, report)
+        steer_rows: list[dict] = []
+        if judged:
+            part, rows, steer_rows = _judged(cfg, prompts, steering, baseline, tmp, report)
             metrics.update(part)
         if cfg.data:
             from amopo.evaluate.heldout import heldout_preference_accuracy, reuse_training_heldout
@@ -301,6 +449,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                       "and settings)", flush=True)
             metrics.update(reused or heldout_preference_accuracy(cfg.model, cfg.data, max_length=cfg.max_length,
                                                                  max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+        if steering is not None and cfg.data:
+            metrics.update(_steer_accuracy(cfg, steering, baseline))
         if cfg.tasks:
             from amopo.evaluate.lm_eval_tasks import run_lm_eval
 
@@ -320,7 +470,9 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         (tmp / MARKER).write_text(config_lib.dump_yaml(cfg), encoding="utf-8")
         if rows:
             write_samples(tmp, rows)
-        figures = _figures(tmp, kept, cfg.dimensions, training)
+        if steer_rows:
+            write_samples(tmp, steer_rows, name="steer_samples")
+        figures = _figures(tmp, kept, cfg.dimensions, training, steering)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -328,6 +480,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     summary = {**kept, "output_dir": str(out), "metrics_path": str(out / "metrics.json"),
                "samples_path": str(out / "samples.jsonl") if rows else None,
+               "steer_samples_path": str(out / "steer_samples.jsonl") if steer_rows else None,
                "figures": [str(out / f.name) for f in figures], "missing": missing}
     print(f"evaluation: {_headline(kept)}")
     if cfg.mlflow:

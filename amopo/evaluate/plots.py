@@ -1,4 +1,5 @@
-"""Evaluation figures (matplotlib, Agg): per-dimension radar, win-rate bars, training curves."""
+"""Evaluation figures (matplotlib, Agg): per-dimension radar, win-rate bars, training curves,
+steerability (judged rating against requested level)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,40 @@ def plot_win_rates(metrics: dict[str, float], out: Path, *, title: str = "model 
     n = metrics.get("winrate/n")
     ax.set_title(f"{title}" + (f" (n={int(n)})" if n and not math.isnan(n) else ""), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+Curve = tuple[Sequence[float], Sequence[float], Sequence[float]]  # levels, mean ratings, standard errors
+
+
+def plot_steering(trained: dict[str, Curve], base: dict[str, Curve] | None, out: Path, *, low: float = 1.0,
+                  high: float = 5.0) -> Path | None:
+    """Mean judge rating against the requested level, one line per dimension (±1 standard error),
+    the trained model and the base model given the same prompts side by side on one rating axis."""
+    panels = [("trained model", trained)] + ([("base model, same prompts", base)] if base else [])
+    if not trained:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    names = list(trained)
+    for ax, (title, curves) in zip(axes[0], panels):
+        for j, name in enumerate(names):
+            if name not in curves:
+                continue
+            levels, means, errors = curves[name]
+            ax.errorbar(levels, means, yerr=[0.0 if math.isnan(e) else e for e in errors], marker="o", capsize=4,
+                        color=colors(j % 10), label=name.replace("_", " "))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("requested level")
+        ax.set_ylim(low, high)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"judge rating ({low:g}–{high:g})")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("steerability: rating of the answer vs requested level", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

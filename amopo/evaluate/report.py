@@ -41,9 +41,9 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
 
 
-def write_samples(folder: Path, rows: Sequence[dict]) -> tuple[Path, Path]:
-    """``samples.jsonl`` (one object per instruction) and the same table as ``samples.csv``."""
-    jsonl, table = folder / "samples.jsonl", folder / "samples.csv"
+def write_samples(folder: Path, rows: Sequence[dict], name: str = "samples") -> tuple[Path, Path]:
+    """``<name>.jsonl`` (one object per row) and the same table as ``<name>.csv``."""
+    jsonl, table = folder / f"{name}.jsonl", folder / f"{name}.csv"
     with jsonl.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

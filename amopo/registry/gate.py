@@ -6,7 +6,8 @@
     improvement = candidate[metric] − champion[metric]      (higher is better, the default)
                 = champion[metric] − candidate[metric]      (lower is better)
 
-A threshold is "key>=value", "key<=value", "key>value" or "key<value"; a metric the candidate lacks
+A threshold is "key>=value", "key<=value", "key>value" or "key<value" on any key of the eval
+``metrics.json`` (``winrate/lc>=0.5``, ``steer/verbosity/accuracy>=0.6``); a metric the candidate lacks
 fails its threshold. A champion without the primary metric cannot be beaten (the candidate is
 rejected with that reason) so that a change of metric names never promotes silently.
 """
@@ -21,8 +22,9 @@ from typing import Callable, Sequence
 
 from amopo.errors import ConfigError
 
-# The eval step's mean preference accuracy over the conditioned dimensions (amopo evaluate).
-DEFAULT_METRIC = "pref_accuracy/mean_dimensions"
+# Held-out preference accuracy on the plain prompt (amopo evaluate). Not pref_accuracy/<dimension>:
+# a conditioned prompt shows the chosen response's score, so its accuracy measures steering, not quality.
+DEFAULT_METRIC = "pref_accuracy/plain"
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -99,9 +101,11 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, *, me
 
 
 def base_metric(metric: str) -> str:
-    """The eval report's key for the base model's value of ``metric``: pref_accuracy/x → pref_base_accuracy/x."""
-    kind, sep, rest = metric.partition("_")
-    return f"{kind}_base_{rest}" if sep else f"base_{metric}"
+    """The eval report's key for the base model's value of ``metric``: "_base" after the first word of
+    its first segment (pref_accuracy/x → pref_base_accuracy/x, steer/k/accuracy → steer_base/k/accuracy)."""
+    head, sep, rest = metric.partition("/")
+    word, under, tail = head.partition("_")
+    return f"{word}_base{under}{tail}{sep}{rest}"
 
 
 def decide_against_base(metrics: dict[str, float], *, metric: str = DEFAULT_METRIC, min_improvement: float = 0.0,

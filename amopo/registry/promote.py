@@ -22,14 +22,15 @@ class PromoteConfig:
     version: int = field(0, help="version to consider (0: the version behind --candidate-alias)")
     candidate_alias: str = field("challenger", help="alias of the candidate when --version is 0")
     champion_alias: str = field("champion", help="alias moved to the candidate when the gate passes")
-    gate_metric: str = field(DEFAULT_METRIC, help="primary metric key (a key of the eval metrics.json) "
-                                                  "the candidate must improve over the champion")
+    gate_metric: str = field(DEFAULT_METRIC, help="primary metric key (a key of the eval metrics.json) the "
+                                                  "candidate must improve over the champion; default: held-out "
+                                                  "accuracy on the plain prompt")
     gate_min_improvement: float = field(0.0, help="the candidate must beat the champion's primary metric "
                                                   "by at least this much (and by more than 0)")
     gate_higher_is_better: bool = field(True, help="false when a lower primary metric is better")
     gate_thresholds: list[str] = field(default_factory=list,
                                        help='conditions on the candidate\'s metrics, e.g. "winrate/lc>=0.5" '
-                                            '"dimension/verbosity/delta<=0.2"')
+                                            '"dimension/verbosity/delta<=0.2" "steer/verbosity/accuracy>=0.6"')
     tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
                                                 "else the embedded sqlite store under runs/mlflow)")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
