@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from helpers.processes import VENV_BIN, start_amopo_server
+from helpers.processes import VENV_BIN, metric, start_amopo_server
 
 KEY = "test-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -45,12 +44,6 @@ def client(base):
     import openai
 
     return openai.OpenAI(base_url=f"{base}/openai/v1", api_key=KEY, max_retries=0, timeout=60)
-
-
-def _metric(base: str, name: str) -> float:
-    text = httpx.get(f"{base}/metrics").text
-    values = [float(line.split()[-1]) for line in text.splitlines() if re.match(rf"^{re.escape(name)}(\{{| )", line)]
-    return sum(values)
 
 
 # --- the batched decoding loop, in process --------------------------------------------------------
@@ -385,7 +378,7 @@ def test_lm_eval_local_chat_completions(base, tmp_path):
     (tasks / "smoke.jsonl").write_text("".join(json.dumps({"question": f"what is {i} plus {i}?", "answer": str(2 * i)})
                                                + "\n" for i in range(1, 5)))
     (tasks / "smoke.yaml").write_text(TASK.format(data=tasks / "smoke.jsonl"))
-    before = _metric(base, 'amopo_serving_openai_requests_total{route="chat",status="200"}')
+    before = metric(base, 'amopo_serving_openai_requests_total{route="chat",status="200"}')
     out = tmp_path / "out"
     cmd = [str(VENV_BIN / "lm_eval"), "run", "--model", "local-chat-completions",
            "--model_args", f"model=tiny,base_url={base}/openai/v1/chat/completions,num_concurrent=2,max_retries=1",
@@ -399,20 +392,20 @@ def test_lm_eval_local_chat_completions(base, tmp_path):
     assert 0.0 <= results["results"]["amopo_serve_smoke"]["exact_match,none"] <= 1.0
     samples = [json.loads(line) for line in next(out.rglob("samples_amopo_serve_smoke_*.jsonl")).read_text().splitlines()]
     assert len(samples) == 4 and all(isinstance(s["resps"][0][0], str) for s in samples)
-    assert _metric(base, 'amopo_serving_openai_requests_total{route="chat",status="200"}') - before == 4
+    assert metric(base, 'amopo_serving_openai_requests_total{route="chat",status="200"}') - before == 4
 
 
 # --- load -----------------------------------------------------------------------------------------
 
 def _served_requests(base: str) -> float:
-    return sum(_metric(base, f'amopo_serving_openai_requests_total{{route="{route}",status="200"}}')
+    return sum(metric(base, f'amopo_serving_openai_requests_total{{route="{route}",status="200"}}')
                for route in ("chat", "completions"))
 
 
 @pytest.mark.slow
 def test_200_requests_at_concurrency_8(base, client):
-    steps_before = _metric(base, "amopo_serving_batch_size_count")
-    rows_before = _metric(base, "amopo_serving_batch_size_sum")
+    steps_before = metric(base, "amopo_serving_batch_size_count")
+    rows_before = metric(base, "amopo_serving_batch_size_sum")
     served_before = _served_requests(base)
 
     def one(i: int) -> str:
@@ -429,8 +422,8 @@ def test_200_requests_at_concurrency_8(base, client):
         results = list(pool.map(one, range(200)))
     assert len(results) == 200 and all(isinstance(r, str) for r in results)
     assert _served_requests(base) - served_before == 200
-    rows_per_step = (_metric(base, "amopo_serving_batch_size_sum") - rows_before) / \
-        (_metric(base, "amopo_serving_batch_size_count") - steps_before)
+    rows_per_step = (metric(base, "amopo_serving_batch_size_sum") - rows_before) / \
+        (metric(base, "amopo_serving_batch_size_count") - steps_before)
     assert rows_per_step > 2, f"{rows_per_step:.2f} requests per decoding step: concurrent requests were not batched"
 
 

@@ -4,6 +4,7 @@
     kserve_model.py   the kserve.Model: v1 ``:predict`` and v2 ``/infer``, text in, text out
     openai_routes.py  /openai/v1/chat/completions, /openai/v1/completions, /openai/v1/models (+ SSE)
     openai_params.py  request validation with the ``openai`` package's request types
+    steering.py       dimension_targets: read, applied to the prompt, reported (client side: amopo/steering.py)
     engine.py         model + tokenizer + limits; prompt encoding; the batcher
     batching.py       the generation thread: dynamic and continuous batching
     generation.py     the running batch: prefill, join, one decoding step, stop strings, sampling

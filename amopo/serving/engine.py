@@ -2,7 +2,9 @@
 
 Loads safetensors only, with ``trust_remote_code`` off (``amopo.models.load_model``). Chat prompts
 go through the tokenizer's chat template with the assistant turn opened; a tokenizer without a
-template gets plain "role: content" lines.
+template gets plain "role: content" lines. ``spec`` is the model's conditioning spec
+(``amopo_conditioning.json`` in its folder), None for a model trained without dimension
+conditioning; the routes steer prompts with it (``amopo.serving.steering``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ class Sampling:
 
 
 class TextEngine:
-    def __init__(self, model, tokenizer, *, limits: Limits, max_batch_size: int, max_batch_wait_s: float):
+    def __init__(self, model, tokenizer, *, limits: Limits, max_batch_size: int, max_batch_wait_s: float,
+                 spec: dict | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.limits = limits
+        self.spec = spec
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -45,20 +49,23 @@ class TextEngine:
              device: str = "auto") -> "TextEngine":
         import torch
 
-        from amopo.errors import ModelError
+        from amopo.errors import ModelError, SteeringError
         from amopo.models import load_model, load_tokenizer
+        from amopo.steering import load_spec
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             tokenizer = load_tokenizer(model_dir)
+            spec = load_spec(model_dir)   # before the weights: a bad spec fails fast
             model = load_model(model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32)
-        except ModelError as exc:
+        except (ModelError, SteeringError) as exc:
             raise ServingError(str(exc)) from None
         model = model.to(device).eval()
         context = getattr(model.config, "max_position_embeddings", None)
         limits = Limits(limits.max_prompt_tokens, limits.max_tokens, limits.default_max_tokens, context)
-        return cls(model, tokenizer, limits=limits, max_batch_size=max_batch_size, max_batch_wait_s=max_batch_wait_s)
+        return cls(model, tokenizer, limits=limits, max_batch_size=max_batch_size, max_batch_wait_s=max_batch_wait_s,
+                   spec=spec)
 
     # --- prompts -------------------------------------------------------------------------------
 

@@ -6,20 +6,26 @@
                                        request "parameters" → BYTES output "text", shape [N]
 
 The texts are raw prompts (no chat template; use the OpenAI chat route for chat). Parameters:
-max_tokens, temperature (default 0: greedy), top_p, stop, seed. All instances of a request, and
-concurrent requests, share the engine's batches. Bad input raises kserve's InvalidInput (400).
+max_tokens, temperature (default 0: greedy), top_p, stop, seed, and ``dimension_targets``: an
+object (v1), or a JSON string of one (v1 and v2; v2 parameter values are scalars), steering every text
+of the request as the completions route does (``amopo.serving.steering``). The targets applied come
+back as top-level ``dimension_targets`` (v1) or the response parameter ``dimension_targets``, a JSON
+string (v2); without targets neither is there. All instances of a request, and concurrent requests,
+share the engine's batches. Bad input raises kserve's InvalidInput (400).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
-from amopo.serving.engine import TextEngine
+from amopo.serving.engine import Sampling, TextEngine
 from amopo.serving.errors import RequestError
 from amopo.serving.kserve_compat import InferOutput, InferRequest, InferResponse, InvalidInput, Model
 from amopo.serving.openai_params import parse_sampling
+from amopo.serving.steering import PARAM as TARGETS, parse_targets, steer_prompts
 
 MAX_INSTANCES = 64
 
@@ -49,7 +55,8 @@ class TextGenerationModel(Model):
                 texts, params = _v1_texts(payload), payload.get("parameters") or {}
             else:
                 raise RequestError("send JSON with 'content-type: application/json'")
-            sampling = parse_sampling(dict(params))
+            sampling, targets = _parameters(params)
+            texts, applied = steer_prompts(self.engine.spec, texts, targets)
             requests = [self.engine.request(self.engine.encode_text(t), sampling, param="instances") for t in texts]
         except RequestError as exc:
             raise InvalidInput(exc.message) from None
@@ -58,8 +65,18 @@ class TextGenerationModel(Model):
         if isinstance(payload, InferRequest):
             return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                                  infer_outputs=[InferOutput("text", shape=[len(outputs)], datatype="BYTES",
-                                                            data=outputs)])
-        return {"predictions": outputs}
+                                                            data=outputs)],
+                                 parameters={TARGETS: json.dumps(applied)} if applied else None)
+        return {"predictions": outputs, **({TARGETS: applied} if applied else {})}
+
+
+def _parameters(params: Any) -> tuple[Sampling, dict | None]:
+    """Generation settings and dimension targets of a request's ``parameters``."""
+    if not isinstance(params, dict):
+        raise RequestError(f"parameters must be an object, got {type(params).__name__}")
+    params = dict(params)
+    targets = parse_targets(params.pop(TARGETS, None), json_string=True)
+    return parse_sampling(params), targets
 
 
 def _check_texts(texts: list, where: str) -> list[str]:

@@ -6,7 +6,9 @@ strict mode); the shapes pydantic cannot check eagerly (messages, prompt, stop, 
 semantics are checked here. Every failure is a RequestError naming the parameter.
 
 Supported: model, messages / prompt, max_tokens (max_completion_tokens), temperature, top_p, stop,
-seed, stream, stream_options.include_usage, user. Accepted only at their neutral value: n=1,
+seed, stream, stream_options.include_usage, user, and the project's extension ``dimension_targets``
+(top level, as vLLM and KServe take extension fields; checked to be an object or null here and
+against the model in ``amopo.serving.steering``). Accepted only at their neutral value: n=1,
 logprobs off, echo off, best_of=1, presence/frequency_penalty=0, empty suffix. Anything else is an
 unsupported parameter (400).
 """
@@ -21,8 +23,10 @@ from typing import Any
 
 from amopo.serving.engine import Sampling
 from amopo.serving.errors import RequestError
+from amopo.serving.steering import parse_targets
 
-_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "user"}
+_COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "user",
+           "dimension_targets"}
 CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens"}
 COMPLETION_PARAMS = _COMMON | {"prompt"}
 # Parameters whose only supported value is the one that changes nothing.
@@ -43,6 +47,7 @@ class ChatParams:
     max_tokens_param: str
     stream: bool
     include_usage: bool
+    dimension_targets: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class CompletionParams:
     sampling: Sampling
     stream: bool
     include_usage: bool
+    dimension_targets: dict | None = None
 
 
 @functools.cache
@@ -242,9 +248,10 @@ def parse_chat(body: dict[str, Any]) -> ChatParams:
     model = _model(body)
     messages = _messages(body)
     stream, include_usage = _stream(body)
-    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options"})
+    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options", "dimension_targets"})
     max_tokens_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    return ChatParams(model, messages, _sampling(body, max_tokens_param), max_tokens_param, stream, include_usage)
+    return ChatParams(model, messages, _sampling(body, max_tokens_param), max_tokens_param, stream, include_usage,
+                      parse_targets(body.get("dimension_targets")))
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionParams:
@@ -252,8 +259,9 @@ def parse_completion(body: dict[str, Any]) -> CompletionParams:
     model = _model(body)
     prompts = _prompts(body)
     stream, include_usage = _stream(body)
-    _check_types("completion", body, skip={"prompt", "stop", "stream", "stream_options"})
-    return CompletionParams(model, prompts, _sampling(body, "max_tokens"), stream, include_usage)
+    _check_types("completion", body, skip={"prompt", "stop", "stream", "stream_options", "dimension_targets"})
+    return CompletionParams(model, prompts, _sampling(body, "max_tokens"), stream, include_usage,
+                            parse_targets(body.get("dimension_targets")))
 
 
 SAMPLING_PARAMS = {"max_tokens", "temperature", "top_p", "stop", "seed"}

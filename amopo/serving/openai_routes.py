@@ -5,7 +5,10 @@
     POST /openai/v1/completions          prompt: string, list of strings, token ids, lists of ids
 
 Responses are the ``openai`` package's types (ChatCompletion, ChatCompletionChunk, Completion,
-Model, ErrorObject) serialised as JSON, so any OpenAI client reads them. Errors are
+Model, ErrorObject) serialised as JSON, so any OpenAI client reads them. A request with
+``dimension_targets`` (``amopo.serving.steering``) gets a top-level ``dimension_targets`` with the
+targets applied in the response, or in the first chunk of a stream; without targets the field is
+absent and everything is as for any request. Errors are
 ``{"error": {message, type, param, code}}`` with a 4xx status; the server stays up. With an API key
 configured, every route here requires ``Authorization: Bearer <key>``.
 """
@@ -27,6 +30,7 @@ from amopo.serving.engine import TextEngine
 from amopo.serving.errors import RequestError
 from amopo.serving.generation import Delta, GenerationRequest
 from amopo.serving.metrics import REQUESTS
+from amopo.serving.steering import steer_chat, steer_prompts
 
 PREFIX = "/openai/v1"
 
@@ -34,6 +38,11 @@ PREFIX = "/openai/v1"
 def _finish(reason: str | None) -> str | None:
     # "cancelled" only reaches clients that are gone; report it as a plain stop.
     return "stop" if reason == "cancelled" else reason
+
+
+def _steered(applied: dict | None) -> dict:
+    """The extension field of a steered response (none for a request without targets)."""
+    return {"dimension_targets": applied} if applied else {}
 
 
 def error_response(exc: RequestError) -> JSONResponse:
@@ -138,26 +147,28 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
         async def handler():
             params = openai_params.parse_chat(openai_params.parse_json(await request.body()))
             check_model(params.model)
-            gen = engine.request(engine.encode_chat(params.messages), params.sampling, param="messages",
+            messages, applied = steer_chat(engine.spec, params.messages, params.dimension_targets)
+            gen = engine.request(engine.encode_chat(messages), params.sampling, param="messages",
                                  max_tokens_param=params.max_tokens_param)
             rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
             if params.stream:
-                return StreamingResponse(_sse(chat_chunks(rid, created, gen, params.include_usage)),
+                return StreamingResponse(_sse(chat_chunks(rid, created, gen, params.include_usage, applied)),
                                          media_type="text/event-stream")
             text, last = await engine.complete(gen)
             return JSONResponse(ChatCompletion(
                 id=rid, object="chat.completion", created=created, model=model_name,
                 choices=[Choice(index=0, finish_reason=_finish(last.finish_reason),
                                 message=ChatCompletionMessage(role="assistant", content=text))],
-                usage=usage([gen], last.completion_tokens)).to_dict())
+                usage=usage([gen], last.completion_tokens), **_steered(applied)).to_dict())
         return await answer("chat", request, handler)
 
-    async def chat_chunks(rid: str, created: int, gen: GenerationRequest, include_usage: bool):
-        def chunk(delta: ChoiceDelta, finish: str | None = None) -> ChatCompletionChunk:
+    async def chat_chunks(rid: str, created: int, gen: GenerationRequest, include_usage: bool,
+                          applied: dict | None):
+        def chunk(delta: ChoiceDelta, finish: str | None = None, **extra) -> ChatCompletionChunk:
             return ChatCompletionChunk(id=rid, object="chat.completion.chunk", created=created, model=model_name,
-                                       choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)])
+                                       choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)], **extra)
 
-        yield chunk(ChoiceDelta(role="assistant", content=""))
+        yield chunk(ChoiceDelta(role="assistant", content=""), **_steered(applied))
         async for delta in engine.stream(gen):
             if delta.text:
                 yield chunk(ChoiceDelta(content=delta.text))
@@ -173,30 +184,33 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
         async def handler():
             params = openai_params.parse_completion(openai_params.parse_json(await request.body()))
             check_model(params.model)
+            prompts, applied = steer_prompts(engine.spec, params.prompts, params.dimension_targets)
             gens = [engine.request(engine.check_token_ids(p, "prompt") if isinstance(p, list)
                                    else engine.encode_text(p), params.sampling, param="prompt")
-                    for p in params.prompts]
+                    for p in prompts]
             rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
             if params.stream:
-                return StreamingResponse(_sse(completion_chunks(rid, created, gens, params.include_usage)),
+                return StreamingResponse(_sse(completion_chunks(rid, created, gens, params.include_usage, applied)),
                                          media_type="text/event-stream")
             results = await asyncio.gather(*(engine.complete(g) for g in gens))
             choices = [CompletionChoice(index=i, text=text, finish_reason=_finish(last.finish_reason), logprobs=None)
                        for i, (text, last) in enumerate(results)]
             return JSONResponse(Completion(
                 id=rid, object="text_completion", created=created, model=model_name, choices=choices,
-                usage=usage(gens, sum(last.completion_tokens for _, last in results))).to_dict())
+                usage=usage(gens, sum(last.completion_tokens for _, last in results)), **_steered(applied)).to_dict())
         return await answer("completions", request, handler)
 
-    async def completion_chunks(rid: str, created: int, gens: list[GenerationRequest], include_usage: bool):
-        tokens = 0
+    async def completion_chunks(rid: str, created: int, gens: list[GenerationRequest], include_usage: bool,
+                                applied: dict | None):
+        tokens, extra = 0, _steered(applied)
         async for i, delta in _merge([engine.stream(g) for g in gens]):
             tokens += delta.completion_tokens if delta.finish_reason is not None else 0
             # Stream chunks carry finish_reason null, which the response type does not allow: construct.
             choice = CompletionChoice.model_construct(index=i, text=delta.text, logprobs=None,
                                                       finish_reason=_finish(delta.finish_reason))
             yield Completion.model_construct(id=rid, object="text_completion", created=created, model=model_name,
-                                             choices=[choice])
+                                             choices=[choice], **extra)
+            extra = {}   # the applied targets ride on the first chunk only
         if include_usage:
             yield Completion.model_construct(id=rid, object="text_completion", created=created, model=model_name,
                                              choices=[], usage=usage(gens, tokens))

@@ -8,7 +8,9 @@ Routes: KServe's ``/`` (liveness), ``/v2/health/ready``, ``/v1/models/NAME`` (re
 ``/metrics`` (Prometheus), v1 ``:predict`` and v2 ``/infer`` (text in, text out), and the OpenAI
 routes under ``/openai/v1``. Binds 127.0.0.1 unless ``--host`` says otherwise (in a cluster:
 ``--host 0.0.0.0``). A bearer token is required on the OpenAI routes when the environment variable
-named by ``--api-key-env`` (default AMOPO_SERVE_API_KEY) is set and non-empty.
+named by ``--api-key-env`` (default AMOPO_SERVE_API_KEY) is set and non-empty. A model folder with
+``amopo_conditioning.json`` (written by `amopo train` for AMoPO, and carried by the registered
+version) takes ``dimension_targets`` on every route (``amopo.serving.steering``).
 """
 
 from __future__ import annotations
@@ -117,8 +119,11 @@ def serve(cfg: ServeConfig) -> dict:
     model, _ = build_app(cfg, model_dir)
     url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
     auth = "bearer token required" if os.environ.get(cfg.api_key_env) else "no auth"
-    print(f"serving {model_dir} as '{cfg.model_name}' on {url} (OpenAI base URL {url}/openai/v1, {auth})",
-          flush=True)
+    spec = model.engine.spec
+    steers = ("dimension_targets for " + ", ".join(d["name"] for d in spec["dimensions"]) if spec
+              else "no dimension conditioning")
+    print(f"serving {model_dir} as '{cfg.model_name}' on {url} (OpenAI base URL {url}/openai/v1, {auth}, "
+          f"{steers})", flush=True)
     server = BoundModelServer(host=cfg.host, http_port=cfg.port, enable_grpc=False, workers=1,
                               enable_docs_url=False)
     server.start([model])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def metric(base: str, name: str) -> float:
+    """The sum of the samples of Prometheus metric ``name`` (any labels, or the exact labelled name)
+    on ``base``/metrics."""
+    text = httpx.get(f"{base}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if re.match(rf"^{re.escape(name)}(\{{| )", line))
 
 
 class Server:

@@ -40,3 +40,28 @@ def answer_pairs(n: int, offset: int = 0) -> list[dict]:
                          "instruction_following": 2},
         })
     return out
+
+
+SHORT_ANSWER = "yes."
+LONG_ANSWER = ("yes, because the model answer is clear and correct and the response is helpful and the data is "
+               "short and the code is python and the cat is on the river.")
+_TOPICS = "water cat dog sun moon city river code python data train loss".split()
+
+
+def verbosity_prompts(n: int, offset: int = 0) -> list[str]:
+    """``n`` distinct short questions made of words the tiny tokenizer knows."""
+    return [f"what is the {_TOPICS[i % len(_TOPICS)]} number {i}?" for i in range(offset, offset + n)]
+
+
+def verbosity_pairs(prompts: list[str]) -> list[dict]:
+    """Two records per prompt, scored on ``verbosity`` (0–4) only, in both orientations: the short
+    answer (verbosity 0) chosen over the long one (4), and the long one chosen over the short one.
+    The conditioned prompt shows the chosen score, so a model trained on them with
+    ``dimensions=["verbosity"]`` sees "level 0: short preferred" and "level 4: long preferred"."""
+    short = {"response": SHORT_ANSWER, "verbosity": 0}
+    long = {"response": LONG_ANSWER, "verbosity": 4}
+    out = []
+    for prompt in prompts:
+        out.append({"prompt": prompt, "chosen": dict(short), "rejected": dict(long)})
+        out.append({"prompt": prompt, "chosen": dict(long), "rejected": dict(short)})
+    return out
