@@ -134,9 +134,10 @@ def test_liveness_readiness_and_metrics(base):
     assert httpx.get(f"{base}/v2/health/ready").json() == {"ready": True}
     assert httpx.get(f"{base}/v1/models/tiny").json() == {"name": "tiny", "ready": True}
     assert httpx.get(f"{base}/v1/models/other").status_code == 404
-    meta = httpx.get(f"{base}/v2/models/tiny").json()
+    meta = httpx.get(f"{base}/v2/models/tiny", headers=AUTH).json()
     assert meta["inputs"][0]["datatype"] == "BYTES"
-    httpx.post(f"{base}/v1/models/tiny:predict", json={"instances": ["hello"], "parameters": {"max_tokens": 2}})
+    httpx.post(f"{base}/v1/models/tiny:predict", json={"instances": ["hello"], "parameters": {"max_tokens": 2}},
+               headers=AUTH)
     metrics = httpx.get(f"{base}/metrics")
     assert metrics.status_code == 200
     assert "request_predict_seconds" in metrics.text          # KServe's own
@@ -238,17 +239,53 @@ def test_models_list(client):
     assert [m.id for m in client.models.list()] == ["tiny"]
 
 
-def test_bearer_token_is_required_on_openai_routes(base):
+ROUTES = [   # (method, path, JSON body): every route that runs or describes the model
+    ("GET", "/openai/v1/models", None),
+    ("POST", "/openai/v1/chat/completions", {"model": "tiny", "messages": CHAT, "max_tokens": 2}),
+    ("POST", "/openai/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 2}),
+    ("POST", "/v1/models/tiny:predict", {"instances": ["hello"], "parameters": {"max_tokens": 2}}),
+    ("POST", "/v2/models/tiny/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                                   "data": ["hello"]}], "parameters": {"max_tokens": 2}}),
+    ("GET", "/v2/models/tiny", None),
+    ("GET", "/v1/models", None),
+    ("GET", "/v2/models", None),
+]
+
+
+@pytest.mark.parametrize("method, path, body", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_every_model_route_needs_the_token(base, method, path, body):
+    send = lambda headers: httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=60)  # noqa: E731
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {KEY}"},
+                    {"authorization": "Bearer"}):
+        r = send(headers)
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json()["error"]["type"] == "authentication_error"
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert send(AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/v2/health/live", "/v2/health/ready", "/v1/models/tiny",
+                                  "/v2/models/tiny/ready", "/metrics"])
+def test_probes_and_metrics_stay_open(base, path):
+    assert httpx.get(f"{base}{path}").status_code == 200
+
+
+def test_the_openai_client_with_a_wrong_key_is_refused(base):
     import openai
 
     wrong = openai.OpenAI(base_url=f"{base}/openai/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.chat.completions.create(model="tiny", messages=CHAT, max_tokens=2)
-    assert httpx.get(f"{base}/openai/v1/models").status_code == 401
-    r = httpx.post(f"{base}/openai/v1/completions", json={"model": "tiny", "prompt": "x"},
-                   headers={"authorization": "Basic dGVzdC1rZXk="})
-    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-    assert httpx.get(f"{base}/openai/v1/models", headers=AUTH).status_code == 200
+
+
+def test_tokens_are_compared_in_constant_time():
+    import inspect
+
+    from amopo.serving import auth
+
+    assert auth.token_matches(f"Bearer {KEY}", KEY) and auth.token_matches(f"bearer  {KEY} ", KEY)
+    assert not auth.token_matches(f"Bearer {KEY}x", KEY) and not auth.token_matches(KEY, KEY)
+    assert "hmac.compare_digest" in inspect.getsource(auth.token_matches)
 
 
 # --- KServe's v1 and v2 protocols -----------------------------------------------------------------
@@ -264,12 +301,12 @@ def test_v2_client_and_v1_agree(base):
         async with InferenceRESTClient(RESTConfig(protocol="v2", timeout=60)) as rest:
             request = InferRequest(model_name="tiny", request_id="r-1", parameters={"max_tokens": 5},
                                    infer_inputs=[InferInput("text", [2], "BYTES", data=texts)])
-            return await rest.infer(base, request, model_name="tiny")
+            return await rest.infer(base, request, model_name="tiny", headers=AUTH)
 
     response = asyncio.run(infer())
     assert response.model_name == "tiny" and response.id == "r-1"
     v2 = [t.decode() if isinstance(t, bytes) else t for t in response.outputs[0].as_numpy().tolist()]
-    v1 = httpx.post(f"{base}/v1/models/tiny:predict", timeout=60,
+    v1 = httpx.post(f"{base}/v1/models/tiny:predict", timeout=60, headers=AUTH,
                     json={"instances": texts, "parameters": {"max_tokens": 5}}).json()["predictions"]
     assert len(v2) == 2 and v2 == v1
 
@@ -284,7 +321,7 @@ def test_v2_client_and_v1_agree(base):
 ])
 def test_v1_bad_requests(base, body, content_type, message):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = httpx.post(f"{base}/v1/models/tiny:predict", content=content, headers={"content-type": content_type})
+    r = httpx.post(f"{base}/v1/models/tiny:predict", content=content, headers={**AUTH, "content-type": content_type})
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
 

@@ -62,9 +62,9 @@ class BodySizeLimit:
             try:
                 too_big = int(declared) > self.max_bytes
             except ValueError:
-                return await _reject(send, 400, "invalid Content-Length header")
+                return await reject(send, 400, "invalid Content-Length header")
             if too_big:
-                return await _reject(send, 413, f"request body of {int(declared)} bytes is above the "
+                return await reject(send, 413, f"request body of {int(declared)} bytes is above the "
                                                 f"limit of {self.max_bytes} bytes")
             return await self.app(scope, receive, send)
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -79,7 +79,7 @@ class BodySizeLimit:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                return await _reject(send, 413, f"request body is above the limit of {self.max_bytes} bytes")
+                return await reject(send, 413, f"request body is above the limit of {self.max_bytes} bytes")
         body, replayed = b"".join(chunks), False
 
         async def replay():
@@ -92,10 +92,12 @@ class BodySizeLimit:
         return await self.app(scope, replay, send)
 
 
-async def _reject(send, status: int, message: str) -> None:
-    kind = "request_too_large" if status == 413 else "invalid_request_error"
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+async def reject(send, status: int, message: str, *, kind: str | None = None, code: str | None = None,
+                 headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """Answer an ASGI request with an OpenAI-shaped JSON error and close the connection."""
+    kind = kind or ("request_too_large" if status == 413 else "invalid_request_error")
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": body})

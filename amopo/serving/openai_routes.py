@@ -10,13 +10,12 @@ Model, ErrorObject) serialised as JSON, so any OpenAI client reads them. A reque
 targets applied in the response, or in the first chunk of a stream; without targets the field is
 absent and everything is as for any request. Errors are
 ``{"error": {message, type, param, code}}`` with a 4xx status; the server stays up. With an API key
-configured, every route here requires ``Authorization: Bearer <key>``.
+configured, every route here requires ``Authorization: Bearer <key>`` (:mod:`amopo.serving.auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
@@ -94,8 +93,7 @@ async def _sse(events: AsyncIterator) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *, api_key: str | None = None,
-                           owned_by: str = "amopo") -> None:
+def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *, owned_by: str = "amopo") -> None:
     """Add the OpenAI routes for ``model_name`` to ``app``."""
     from openai.types import Completion, CompletionChoice, CompletionUsage, Model
     from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -106,15 +104,6 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
     openai_params.warm()
     created_at = int(time.time())
     router = APIRouter(prefix=PREFIX, tags=["OpenAI"])
-
-    def authorize(request: Request) -> None:
-        if not api_key:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise RequestError("missing or invalid bearer token (Authorization: Bearer <key>)", status=401,
-                               type="authentication_error", code="invalid_api_key")
 
     def check_model(name: str) -> None:
         if name != model_name:
@@ -127,7 +116,6 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
 
     async def answer(route: str, request: Request, handler):
         try:
-            authorize(request)
             response = await handler()
         except RequestError as exc:
             REQUESTS.labels(route, str(exc.status)).inc()

@@ -7,8 +7,9 @@
 Routes: KServe's ``/`` (liveness), ``/v2/health/ready``, ``/v1/models/NAME`` (readiness),
 ``/metrics`` (Prometheus), v1 ``:predict`` and v2 ``/infer`` (text in, text out), and the OpenAI
 routes under ``/openai/v1``. Binds 127.0.0.1 unless ``--host`` says otherwise (in a cluster:
-``--host 0.0.0.0``). A bearer token is required on the OpenAI routes when the environment variable
-named by ``--api-key-env`` (default AMOPO_SERVE_API_KEY) is set and non-empty. A model folder with
+``--host 0.0.0.0``). A bearer token is required on every route that runs or describes the model (v1,
+v2, OpenAI; only the probes and /metrics stay open, :mod:`amopo.serving.auth`) when the environment
+variable named by ``--api-key-env`` (default AMOPO_SERVE_API_KEY) is set and non-empty. A model folder with
 ``amopo_conditioning.json`` (written by `amopo train` for AMoPO, and carried by the registered
 version) takes ``dimension_targets`` on every route (``amopo.serving.steering``).
 """
@@ -94,6 +95,7 @@ def build_app(cfg: ServeConfig, model_dir: str):
     from amopo.serving.engine import TextEngine
     from amopo.serving.kserve_compat import kserve
     from amopo.serving.kserve_model import TextGenerationModel
+    from amopo.serving.auth import BearerToken
     from amopo.serving.limits import BodySizeLimit, Limits
     from amopo.serving.openai_routes import register_openai_routes
 
@@ -102,8 +104,11 @@ def build_app(cfg: ServeConfig, model_dir: str):
                              max_batch_size=cfg.max_batch_size, max_batch_wait_s=cfg.max_batch_wait_ms / 1000,
                              device=cfg.device)
     app = kserve.model_server.app
-    register_openai_routes(app, engine, cfg.model_name, api_key=os.environ.get(cfg.api_key_env) or None)
+    register_openai_routes(app, engine, cfg.model_name)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
+    token = os.environ.get(cfg.api_key_env)
+    if token:
+        app.add_middleware(BearerToken, token=token)   # outermost: nothing is read before the token is checked
     return TextGenerationModel(cfg.model_name, engine), app
 
 
