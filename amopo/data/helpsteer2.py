@@ -10,13 +10,17 @@ authors' pairing rule is not published; ours:
   coherence, complexity and verbosity; a tie on that too drops the pair;
 * ``tie_rule="drop"``: any helpfulness tie drops the pair.
 
-Both responses keep all five attributes as dimension scores.
+Both responses keep all five attributes as dimension scores. A row may also carry a column for
+another scored dimension of the registry (``EXTRA_SCORES``: instruction_following, honesty,
+truthfulness; ``amopo annotate`` adds instruction_following, 1–5): a non-null value there is read as
+that dimension's score, on the registry's scale; a missing or null one means "not scored".
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+from amopo.data.dimensions import KNOWN
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, check_pair, ensure_some,
                                 is_number, open_rows, record_failer, reject, require_keys)
 from amopo.data.records import PreferencePair, Response
@@ -24,6 +28,15 @@ from amopo.errors import ConfigError, DataError
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
 TIE_RULES = ("sum-others", "drop")
+EXTRA_SCORES = tuple(name for name, dim in KNOWN.items() if dim.scored and name not in ATTRIBUTES)
+
+
+def _score(value: Any, column: str, low: float, high: float, fail) -> float:
+    if not is_number(value):
+        fail(f"expected a finite number, got {value!r}"[:80], column, "bad_score")
+    if not low <= value <= high:
+        fail(f"score {value:g} is outside the {column} scale {low:g} to {high:g}", column, "score_out_of_range")
+    return float(value)
 
 
 def parse_row(row: Any, *, file: str, line: int, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, Response]:
@@ -38,14 +51,10 @@ def parse_row(row: Any, *, file: str, line: int, max_chars: int = DEFAULT_MAX_CH
             fail("empty or whitespace-only text", column, "empty_text")
         if len(text) > max_chars:
             fail(f"text of {len(text)} characters is longer than max_chars={max_chars}", column, "too_long")
-    scores = {}
-    for column in ATTRIBUTES:
-        value = row[column]
-        if not is_number(value):
-            fail(f"expected a finite number, got {value!r}"[:80], column, "bad_score")
-        if not 0 <= value <= 4:
-            fail(f"score {value:g} is outside the {column} scale 0 to 4", column, "score_out_of_range")
-        scores[column] = float(value)
+    scores = {column: _score(row[column], column, 0, 4, fail) for column in ATTRIBUTES}
+    for column in EXTRA_SCORES:
+        if row.get(column) is not None:
+            scores[column] = _score(row[column], column, KNOWN[column].low, KNOWN[column].high, fail)
     return row["prompt"], Response(row["response"], scores)
 
 
