@@ -2,6 +2,7 @@
 
     amopo prepare --input FILE_OR_HUB_NAME --output DIR [--format ...] [--dimensions ...] [--model ...]
     amopo train   --data DIR --model NAME_OR_PATH --output DIR [--loss ...] [--config FILE.yaml] ...
+    amopo compare --entry LABEL=TRAIN_DIR,EVAL_DIR --entry ... --output DIR [--metric ...] [--judge ...]
 
 Every option of a step is also settable in its YAML file (``--config``); flags override the file.
 Errors in the user's input print one line naming what and where, and exit with status 2.
@@ -25,6 +26,8 @@ from amopo.errors import AmopoError
 STEPS: dict[str, tuple[str, str, str, str]] = {
     "prepare": ("amopo.data.prepare", "PrepareConfig", "prepare",
                 "Validate preference data, build pairs and dimension prompts, optionally tokenise."),
+    "annotate": ("amopo.annotate", "AnnotateConfig", "annotate",
+                 "Add a judge-scored dimension (default instruction_following) to the responses that lack it."),
     "train": ("amopo.train.loop", "TrainConfig", "train",
               "Train with AMoPO or a baseline (SimPO, DPO, MODPO)."),
     "register": ("amopo.registry.register", "RegisterConfig", "register",
@@ -35,6 +38,8 @@ STEPS: dict[str, tuple[str, str, str, str]] = {
               "Serve a model with KServe: v1, v2 and OpenAI-compatible routes (blocks until stopped)."),
     "evaluate": ("amopo.evaluate.evaluate", "EvaluateConfig", "evaluate",
                  "Evaluate a model folder or endpoint: lm-eval, judged win rates, dimension scores, plots."),
+    "compare": ("amopo.compare.compare", "CompareConfig", "compare",
+                "Compare objectives trained and evaluated side by side; pick the best on a metric."),
 }
 
 

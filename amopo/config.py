@@ -22,11 +22,15 @@ T = TypeVar("T")
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING,
-          flag: str | None = None) -> Any:
-    """A dataclass field with help text (and optionally a custom CLI flag name)."""
-    meta = {"help": help}
+          flag: str | None = None, repeatable: bool = False) -> Any:
+    """A dataclass field with help text (optionally a custom CLI flag name; a list field marked
+    ``repeatable`` gathers every use of its flag, ``--x a --x b c`` → [a, b, c], instead of keeping
+    the last)."""
+    meta: dict[str, Any] = {"help": help}
     if flag:
         meta["flag"] = flag
+    if repeatable:
+        meta["repeatable"] = True
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -110,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         if base is bool:
             parser.add_argument(_flag(f), action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(base) in (list, tuple):
-            parser.add_argument(_flag(f), nargs="+", metavar="X", **kwargs)
+            action = "extend" if f.metadata.get("repeatable") else "store"
+            parser.add_argument(_flag(f), nargs="+", metavar="X", action=action, **kwargs)
         else:
             parser.add_argument(_flag(f), metavar=getattr(base, "__name__", "X").upper(), **kwargs)
 

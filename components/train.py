@@ -29,6 +29,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     "trainjob"); ``deepspeed`` is refused (not in the image, never run by the project's tests).
     ``accelerator_type``: the GPU model the nodes must carry (the node label nvidia.com/gpu.product set
     by NVIDIA's GPU feature discovery, e.g. "NVIDIA-H100-80GB-HBM3"); empty = any.
+    ``beta`` < 0: the objective's own default β (amopo.train.config.DEFAULT_BETA: 0.8 for amopo and
+    simpo, 0.1 for dpo and modpo), so one pipeline value serves every objective of a comparison.
     ``heldout_max_pairs``: held-out pairs measured before and after training (0: all).
     ``train_options``: any other `amopo train` option by name (e.g. {"lora": true}).
     """
@@ -38,10 +40,10 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
 
     from amopo.report_html import html_page
 
-    options = {**train_options, "data": dataset.path, "model": base_model, "loss": objective, "beta": beta,
-               "gamma": gamma, "lr": learning_rate, "max_steps": max_steps, "batch_size": batch_size,
-               "grad_accum": grad_accum, "max_length": max_length, "eval_max_pairs": heldout_max_pairs,
-               "mlflow_experiment": mlflow_experiment,
+    options = {**train_options, "data": dataset.path, "model": base_model, "loss": objective,
+               "beta": None if beta < 0 else beta, "gamma": gamma, "lr": learning_rate, "max_steps": max_steps,
+               "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length,
+               "eval_max_pairs": heldout_max_pairs, "mlflow_experiment": mlflow_experiment,
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": model.path}
     if launcher == "local":
         from amopo import config as config_lib

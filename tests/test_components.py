@@ -129,6 +129,30 @@ def test_local_fsdp_hands_the_trainer_the_shipped_fsdp_config(tmp_path, monkeypa
     assert num_processes == 2
 
 
+def test_a_negative_beta_trains_dpo_at_its_own_default_of_0_1(prepared, tiny_model_dir, tmp_path):
+    """One pipeline β for every objective of a comparison: β < 0 means the objective's default."""
+    from amopo import config as config_lib
+    from amopo.train.config import TrainConfig
+
+    kwargs = {**_train_kwargs(_artifact(dsl.Dataset, prepared.parent, prepared.name), tiny_model_dir, tmp_path),
+              "objective": "dpo", "beta": -1.0, "max_steps": 1}
+    train_model.python_func(**kwargs)
+    resolved = config_lib.resolve(TrainConfig, Path(kwargs["model"].path) / "train_config.yaml")
+    assert (resolved.loss, resolved.beta, resolved.effective_beta) == ("dpo", None, 0.1)
+
+
+def test_an_explicit_beta_is_kept_for_any_objective(tmp_path, monkeypatch):
+    """Only the wiring: the trainer itself is replaced by one that records the config it gets."""
+    import amopo.train.launch
+
+    received = []
+    monkeypatch.setattr(amopo.train.launch, "run_local", lambda cfg, num_processes: received.append(cfg) or {})
+    for objective, beta in (("dpo", 0.3), ("amopo", -1.0), ("simpo", 2.0)):
+        train_model.python_func(**{**_train_kwargs(_artifact(dsl.Dataset, tmp_path, "dataset"), tmp_path / "base",
+                                                   tmp_path), "objective": objective, "beta": beta})
+    assert [(c.beta, c.effective_beta) for c in received] == [(0.3, 0.3), (None, 0.8), (2.0, 2.0)]
+
+
 def test_evaluate_writes_flat_metrics_a_report_and_logs_them(chain):
     flat = json.loads((Path(chain["results"].path) / "metrics.json").read_text())
     assert flat["pref_accuracy/pairs"] == 4
