@@ -1,4 +1,5 @@
-"""The shipped sample preference data: fresh, well-formed, consistent, and properly split."""
+"""The shipped sample preference data: fresh, well-formed, consistent, and properly split; its
+steerable pairs (two correct responses differing on one dimension) are in both splits."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ RESPONSE_KEYS = ("response", "helpfulness", "correctness", "coherence", "complex
 SCORE_RANGES = {"helpfulness": (0, 4), "correctness": (0, 4), "coherence": (0, 4),
                 "complexity": (0, 4), "verbosity": (0, 4), "instruction_following": (1, 5)}
 FLAWS = ("wrong_fact", "ignores_format", "evasive", "rambling", "incomplete")
-TRAIN_RANGE, TEST_RANGE = (290, 350), (50, 75)
+STEER = ("verbosity", "complexity")
+TRAIN_RANGE, TEST_RANGE = (450, 550), (80, 110)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +157,8 @@ def test_split_by_topic_and_sizes(labelled):
 
 
 def test_every_flaw_type_and_template_in_both_splits(labelled):
-    for split, pairs in labelled.items():
+    for split, every in labelled.items():
+        pairs = [(r, lab) for r, lab in every if lab["flaw"] is not None]
         flaws = Counter(lab["flaw"] for _, lab in pairs)
         assert set(flaws) == set(FLAWS), split
         assert min(flaws.values()) >= 0.15 * len(pairs), (split, flaws)
@@ -168,6 +171,8 @@ def test_every_flaw_type_and_template_in_both_splits(labelled):
 def test_scores_are_consistent_with_the_text(labelled):
     for split, pairs in labelled.items():
         for rec, lab in pairs:
+            if lab["steer"] is not None:
+                continue  # test_steerable_pairs_in_both_splits
             where = f"{split} {lab}"
             c, r, template = rec["chosen"], rec["rejected"], lab["template"]
             if lab["chosen_imperfect"]:
@@ -215,9 +220,43 @@ def test_text_lengths(shipped):
         assert chosen_words[len(chosen_words) // 2] <= 40  # most responses are short
 
 
+def _mentions(text: str, term: str) -> bool:
+    """``term`` (or its capitalised form, at a sentence start) as a whole word in ``text``."""
+    return any(re.search(rf"(?<![\w.]){re.escape(t)}(?!\w)", text) for t in {term, term[:1].upper() + term[1:]})
+
+
+def test_steerable_pairs_in_both_splits(labelled):
+    facts = sample_build.topic_facts()
+    instructions = [i for group in sample_build.INSTRUCTIONS.values() for i in group]
+    for split, pairs in labelled.items():
+        steer = [(rec, lab) for rec, lab in pairs if lab["steer"] is not None]
+        counts = Counter(lab["steer"] for _, lab in steer)
+        assert set(counts) == set(STEER) and min(counts.values()) >= 15, (split, counts)
+        assert 0.2 <= len(steer) / len(pairs) <= 0.5, split
+        # they follow the flawed pairs, which stay exactly where they were
+        assert all(lab["steer"] is None for _, lab in pairs[: len(pairs) - len(steer)]), split
+        for rec, lab in steer:
+            where = f"{split} {lab}"
+            dim, c, r, fact = lab["steer"], rec["chosen"], rec["rejected"], facts[lab["topic"]]
+            assert lab["flaw"] is None and not any(i in rec["prompt"] for i in instructions), where
+            # equal on everything but the one dimension, where the chosen response is higher
+            assert [k for k in SCORE_RANGES if c[k] != r[k]] == [dim] and c[dim] > r[dim], where
+            assert (c["helpfulness"], c["correctness"], c["coherence"], c["instruction_following"]) == (4, 4, 4, 5)
+            for side in (c, r):  # both correct
+                assert _mentions(side["response"], fact.answer), (where, side["response"])
+                assert not _mentions(side["response"], fact.wrong), (where, side["response"])
+            if dim == "verbosity":
+                assert _sentences(c["response"]) == c["verbosity"] > _sentences(r["response"]) == 1, where
+                assert c["response"].startswith(r["response"]), where
+            else:
+                assert _sentences(c["response"]) == _sentences(r["response"]) == 1, where
+                assert c["complexity"] >= 3, where
+
+
 def test_readme_counts_match_the_build():
     readme = (SAMPLE_DIR / "README.md").read_text(encoding="utf-8")
     for split, row in sample_build.summary().items():
-        cells = [split, row["pairs"], row["topics"], *(row[f] for f in FLAWS), row["chosen_imperfect"]]
+        cells = [split, row["pairs"], row["topics"], *(row[f] for f in FLAWS), row["chosen_imperfect"],
+                 *(row[f"steer:{d}"] for d in STEER)]
         line = "| " + " | ".join(str(c) for c in cells) + " |"
         assert line in readme, f"README.md count row out of date, expected: {line}"

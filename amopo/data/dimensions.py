@@ -75,6 +75,11 @@ def registry(source_format: str = "amopo") -> dict[str, Dimension]:
 
 DEFAULT_DIMENSIONS: list[str] = [OVERALL, "helpfulness", "correctness", "instruction_following"]
 
+# Style dimensions, on which a low level is as legitimate a request as a high one (a concise or a
+# detailed answer, a plain or a technical one), unlike quality dimensions, where a low level only
+# means worse. `prepare --steer-both-orientations` reverses pairs on these by default.
+STEERABLE: tuple[str, ...] = ("verbosity", "complexity")
+
 
 def observed_ranges(pairs: Iterable[PreferencePair]) -> dict[str, tuple[float, float]]:
     """Min and max of every score name over chosen and rejected responses."""

@@ -3,9 +3,11 @@ write normalised AMoPO records plus a manifest; optionally tokenise for a model 
 
 Output folder::
 
-    train.jsonl, eval.jsonl   normalised AMoPO records
+    train.jsonl, eval.jsonl   normalised AMoPO records (with ``steer_both_orientations``, train
+                              also holds the reversed steering pairs, after the original ones)
     prepare.json              manifest: source, format, dimensions with scales, counts,
-                              invalid-record report, truncation report (when tokenised), config
+                              invalid-record report, reversed steering pairs ("steer"), truncation
+                              report (when tokenised), config
     tokenized/<key>/          token cache (only when ``model`` is given; see amopo.data.tokenize)
 
 Everything is built in a sibling temp folder and renamed into place at the end, so the output is
@@ -27,6 +29,7 @@ from typing import Callable
 from amopo.config import field
 from amopo.data.dimensions import DEFAULT_DIMENSIONS, Dimension, registry, resolve_dimensions
 from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
+from amopo.data.orientations import add_reversed, resolve_steer_dimensions
 from amopo.data.prompts import SCORE_SOURCES
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, ensure_some, is_hub_name, read_amopo,
                                 require_scores, write_amopo)
@@ -70,6 +73,27 @@ class PrepareConfig:
     score_source: str = field("chosen", help="Score shown in a dimension's prompt: chosen (the chosen "
                                              "response's score, the AMoPO recipe) or scale-max (top of the scale)")
     max_records: int | None = field(None, help="Keep at most this many pairs from each source")
+    steer_both_orientations: bool = field(
+        False, help="This project's steering extension of the AMoPO recipe: for every pair whose two responses "
+                    "differ mainly on one steering dimension k (steer_dimensions; a gap of at least steer_min_gap "
+                    "on k, at most steer_tolerance on every other score both responses carry), also write the "
+                    "reversed pair (chosen and rejected swapped), so k's prompt shows the low level with the "
+                    "low-scored response chosen as well as the high level with the high-scored one. The reversed "
+                    "record keeps every dimension, each prompt showing the new chosen response's own score (the "
+                    "original's, within steer_tolerance, except on k), so on the other dimensions the two "
+                    "orientations teach no preference. Reversed pairs follow the originals, in train only unless "
+                    "steer_eval; counts in prepare.json under 'steer'. For conditioned (amopo) training: the "
+                    "unconditioned baselines would see both orientations under one plain prompt")
+    steer_dimensions: list[str] | None = field(
+        None, help="Dimensions steer_both_orientations reverses pairs on (scored dimensions being prepared); "
+                   "default: the prepared ones that are steerable (verbosity, complexity)")
+    steer_min_gap: float = field(1.0, help="Smallest score difference on the steering dimension for a pair to "
+                                           "be reversed")
+    steer_tolerance: float = field(0.0, help="Largest difference allowed on every other score the two responses "
+                                             "carry, requested or not, for a pair to be reversed (0: equal)")
+    steer_eval: bool = field(False, help="Also add reversed pairs to the eval split (off by default: held-out "
+                                         "steering requests the high and the low level itself, and eval "
+                                         "accuracy keeps meaning 'the chosen response wins')")
 
     def validate(self) -> None:
         choices = {"format": FORMATS, "tie_rule": TIE_RULES, "uf_rejected": REJECTED_RULES,
@@ -91,6 +115,19 @@ class PrepareConfig:
             raise ConfigError("option 'format': the shipped sample data is in the amopo format")
         if not str(self.output).strip():
             raise ConfigError("option 'output': an output folder is needed")
+        if not self.steer_both_orientations:
+            for name in ("steer_dimensions", "steer_eval"):
+                if getattr(self, name) not in (None, False):
+                    raise ConfigError(f"option '{name}' is set but steer_both_orientations is off")
+        elif self.score_source != "chosen":
+            raise ConfigError("option 'steer_both_orientations' needs score_source=chosen: with "
+                              f"{self.score_source} both orientations of a pair would show the same level")
+        if not self.steer_min_gap > 0 or self.steer_tolerance < 0:
+            raise ConfigError(f"options 'steer_min_gap' > 0 and 'steer_tolerance' >= 0 expected, got "
+                              f"{self.steer_min_gap} and {self.steer_tolerance}")
+        if self.steer_tolerance >= self.steer_min_gap:
+            raise ConfigError(f"option 'steer_tolerance' ({self.steer_tolerance}) must be below 'steer_min_gap' "
+                              f"({self.steer_min_gap}), so that a pair differs mainly on one dimension at most")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +223,15 @@ def _summary(manifest: dict, out: Path) -> list[str]:
     if invalid["skipped"]:
         reasons = ", ".join(f"{k}={v}" for k, v in invalid["by_reason"].items())
         lines.append(f"skipped {invalid['skipped']} invalid records: {reasons}")
+    steer = manifest.get("steer")
+    if steer:
+        for split, r in steer["splits"].items():
+            if r is None:
+                lines.append(f"{split}: no reversed steering pairs (steer_eval is off)")
+                continue
+            by_dim = ", ".join(f"{k} {v}" for k, v in r["reversed"].items())
+            lines.append(f"{split}: added {r['added']} reversed steering pairs ({by_dim}) to {r['pairs']} pairs"
+                         + (f"; {r['already_present']} already there" if r["already_present"] else ""))
     for name, stats in manifest["build"].items():
         if stats.get("ties_dropped") or stats.get("unpaired_rows"):
             lines.append(f"{name}: {stats.get('ties_dropped', 0)} tied pairs dropped, "
@@ -230,6 +276,16 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
         if not train_pairs:
             raise DataError(f"every pair fell into the eval split (eval_fraction={cfg.eval_fraction})",
                             file=train_src, field="eval_fraction")
+    steer = None
+    if cfg.steer_both_orientations:  # after the split, so a reversed pair stays beside its original
+        steer_dims = resolve_steer_dimensions(cfg.steer_dimensions, dims)
+        common = dict(min_gap=cfg.steer_min_gap, tolerance=cfg.steer_tolerance)
+        train_pairs, train_report = add_reversed(train_pairs, steer_dims, dims, **common)
+        eval_report = None
+        if cfg.steer_eval:
+            eval_pairs, eval_report = add_reversed(eval_pairs, steer_dims, dims, **common)
+        steer = {"dimensions": [d.name for d in steer_dims], **common,
+                 "splits": {"train": train_report.to_json(), "eval": eval_report.to_json() if eval_report else None}}
 
     manifest = {
         "version": MANIFEST_VERSION,
@@ -238,6 +294,7 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
         "counts": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": report.total},
         "build": {"train": train.stats, **({"eval": held_out.stats} if held_out else {})},
         "invalid": report.to_json(),
+        "steer": steer,
         "tokenized": None,
         "config": dataclasses.asdict(cfg),
     }

@@ -7,6 +7,11 @@ chosen response that is correct and obeys the format, and a rejected response wi
 scores both on the HelpSteer2 scales (helpfulness, correctness, coherence, complexity, verbosity:
 0-4) plus instruction_following (1-5), consistently with what the text actually does.
 
+Each topic also yields two *steerable* pairs, whose responses are both correct and differ on one
+dimension only: a concise vs a detailed answer (verbosity) and a plain vs a technical answer
+(complexity, from the hand-written ``TECHNICAL`` sentences). They let training see a style level
+both ways (``amopo prepare --steer-both-orientations``) and held-out steering be measured.
+
 Pure standard library; every random choice comes from ``random.Random(seed)``.
 
     python -m amopo.sample_data.build          # rewrite train.jsonl and test.jsonl
@@ -27,7 +32,10 @@ SCORE_KEYS = ("helpfulness", "correctness", "coherence", "complexity", "verbosit
               "instruction_following")
 FLAWS = ("wrong_fact", "ignores_format", "evasive", "rambling", "incomplete")
 TEMPLATES = ("short", "one_sentence", "under_20", "two_sentences", "bullets", "yes_no")
-TEST_PAIRS_TARGET = 60       # held-out pairs (topics are moved to test until this is reached)
+STEER_DIMENSIONS = ("verbosity", "complexity")  # one steerable pair per topic on each
+OPEN_TEMPLATE = "open"        # the steerable pairs' prompt: the bare question, no format instruction
+EXTRA_POINT_MAX_OVERLAP = 0.35  # a bullet point repeating more of the answer is no third sentence
+TEST_PAIRS_TARGET = 60       # held-out flawed pairs (topics are moved to test until this is reached)
 IMPERFECT_CHOSEN_RATE = 0.15  # share of pairs whose chosen response is correct but padded
 MAX_PROMPT_WORDS = 40
 MAX_RESPONSE_WORDS = 60
@@ -854,6 +862,249 @@ def _generated_facts(rng: random.Random) -> list[Fact]:
 
 
 # --------------------------------------------------------------------------------------------
+# Technical one-sentence answers (the high-complexity side of the steerable complexity pairs)
+# --------------------------------------------------------------------------------------------
+
+# Each is one sentence, correct, contains the topic's answer and not its wrong answer, and says
+# what ``Fact.sentence`` says in the vocabulary of the field. Generated topics get theirs from
+# ``_generated_technical``.
+TECHNICAL: dict[str, str] = {
+    # ---- geography
+    "capital_france": "Paris is the capital of France, seat of the executive and the bicameral Parliament "
+                      "of the Fifth Republic's highly centralised unitary state.",
+    "capital_japan": "Tokyo is the capital of Japan, seat of the National Diet and core of the most "
+                     "populous metropolitan agglomeration in the world.",
+    "capital_australia": "Canberra is the capital of Australia, a purpose-built federal seat in the Australian "
+                         "Capital Territory, sited as a compromise between two rival state capitals.",
+    "capital_canada": "Ottawa is the capital of Canada, seat of its federal parliamentary system under a "
+                      "constitutional monarchy, on the Ontario bank of the Ottawa River.",
+    "capital_brazil": "Brasília is the capital of Brazil, a modernist planned city laid out by Lúcio Costa "
+                      "and Oscar Niemeyer to move the federal seat into the interior.",
+    "largest_ocean": "The Pacific Ocean is the largest ocean, spanning about 165 million square kilometres "
+                     "and holding the Mariana Trench, the deepest known bathymetric point.",
+    "tallest_mountain": "Mount Everest is the tallest mountain above sea level, its summit of about 8,849 metres "
+                        "raised by the collision of the Indian and Eurasian plates.",
+    "continents": "The most common model counts 7 continents, a conventional division of the landmasses "
+                  "rather than a strict geological classification of continental crust.",
+    "largest_hot_desert": "The Sahara is the largest hot desert in the world, a subtropical arid zone kept dry by "
+                          "the descending air of the Hadley circulation.",
+    "largest_country": "Russia is the largest country by area, covering about 17.1 million square kilometres of "
+                       "northern Eurasia across eleven time zones.",
+    "equator": "The equator, the great circle at 0 degrees latitude, divides Earth into the Northern and "
+               "Southern Hemispheres and lies equidistant from both poles.",
+    # ---- science
+    "water_boils": "At a standard pressure of 101.325 kPa, water boils at 100 degrees Celsius, where its "
+                   "vapour pressure equals the ambient pressure.",
+    "water_formula": "Water is H2O, a polar molecule in which one oxygen atom forms covalent bonds with two "
+                     "hydrogen atoms at an angle of about 104.5 degrees.",
+    "planet_count": "Our solar system has 8 planets under the 2006 IAU definition, which requires a body to "
+                    "have cleared the neighbourhood around its orbit.",
+    "largest_planet": "Jupiter is the largest planet in our solar system, a gas giant of mostly hydrogen and "
+                      "helium with about 318 times the mass of Earth.",
+    "red_planet": "Mars is called the Red Planet because ferric oxide in its regolith and airborne dust "
+                  "reflects mostly the red wavelengths of sunlight.",
+    "photosynthesis_gas": "During photosynthesis, plants release oxygen as a by-product of photolysis, the "
+                          "light-driven splitting of water in photosystem II.",
+    "speed_of_light": "In a vacuum, light travels at about 300,000 kilometres per second, the invariant "
+                      "constant c of special relativity.",
+    "adult_bones": "An adult skeleton has 206 bones, fewer than at birth because ossification fuses "
+                   "elements such as those of the skull and the sacrum.",
+    "heart_chambers": "The human heart has 4 chambers, two atria and two ventricles, which keep the pulmonary "
+                      "and systemic circulations separate.",
+    "gravity_law": "Isaac Newton formulated universal gravitation: the force between two masses is "
+                   "proportional to their product and inversely proportional to the square of their distance.",
+    "water_freezes_f": "Water freezes at 32 degrees Fahrenheit at standard pressure, the point at which the "
+                       "liquid and ice phases coexist in equilibrium.",
+    "dna_name": "DNA stands for deoxyribonucleic acid, a double-stranded polymer of nucleotides whose "
+                "complementary base pairing encodes genetic information.",
+    "closest_star": "The closest star to Earth is the Sun, a G-type main-sequence star about one astronomical "
+                    "unit away that fuses hydrogen into helium.",
+    "liquid_metal": "The metal mercury is liquid at room temperature because relativistic effects bind its "
+                    "outer electrons tightly and weaken its metallic bonding.",
+    # ---- arithmetic and units
+    "leap_year": "A leap year has 366 days under the Gregorian rule: years divisible by 4, except centuries "
+                 "not divisible by 400.",
+    "seconds_hour": "An hour has 3,600 seconds, since 60 minutes times 60 seconds per minute gives 3,600 "
+                    "seconds, the SI base unit of time.",
+    "mile_km": "One mile is about 1.6 kilometres, since the international mile is defined as exactly "
+               "1,609.344 metres.",
+    "inch_cm": "One inch is exactly 2.54 centimetres, because the international yard and pound agreement "
+               "of 1959 defined the inch as 25.4 millimetres.",
+    "kg_pounds": "One kilogram is about 2.2 pounds, since the avoirdupois pound is defined as exactly "
+                 "0.45359237 kilograms.",
+    "sqrt_144": "The principal square root of 144 is 12, because 12 squared is 144 and the square root "
+                "function returns the non-negative root.",
+    "quarter_of_80": "25% of 80 is 20, since a percentage is a fraction of one hundred, so 0.25 times 80 "
+                     "gives 20.",
+    "smallest_prime": "The smallest prime number is 2, the only even prime, since every larger even number "
+                      "has 2 as a proper divisor.",
+    "triangle_angles": "In Euclidean geometry the interior angles of a triangle add up to 180 degrees, a "
+                       "consequence of the parallel postulate.",
+    "hexagon_sides": "A hexagon is a polygon with 6 sides, and a regular one has interior angles of 120 "
+                     "degrees each.",
+    "pi_digits": "Pi, the ratio of a circle's circumference to its diameter, is an irrational number that "
+                 "rounds to 3.14 at two decimal places.",
+    # ---- cooking
+    "boil_egg": "Boil an egg for about 10 minutes so that the yolk proteins coagulate fully, which happens "
+                "above roughly 70 degrees Celsius.",
+    "rice_water": "White rice takes about 2 cups of water per cup, enough for starch gelatinisation plus "
+                  "what evaporates during a covered simmer.",
+    "bread_rise": "Yeast makes dough rise by fermenting sugars into carbon dioxide and ethanol, and the gas "
+                  "is trapped by the gluten network.",
+    "chicken_temp": "Chicken is safe once its core reaches 74 degrees Celsius, where Salmonella and "
+                    "Campylobacter are killed almost instantly.",
+    "pasta_salt": "Cooks salt pasta water to season the pasta, since the boiling-point elevation from that "
+                  "much salt is only a fraction of a degree.",
+    "baking_soda": "Baking soda is sodium bicarbonate, NaHCO3, a base that reacts with acids to release "
+                   "carbon dioxide in chemical leavening.",
+    "egg_freshness": "A fresh egg sinks and lies flat because its air cell is small, while moisture loss "
+                     "through the porous shell enlarges the cell of an older egg.",
+    # ---- programming
+    "python_len": "The built-in len() calls the list's __len__ method and returns its number of items in "
+                  "constant time.",
+    "python_index": "Python sequences are zero-based, so index 0 addresses the first element, at an offset "
+                    "of zero from the start of the underlying array.",
+    "python_comment": "A Python comment starts with #, and the tokenizer discards everything from it to the "
+                      "end of the physical line.",
+    "floor_division": "In Python, 7 // 2 evaluates to 3, because the // operator returns the floor of the "
+                      "quotient, rounding toward negative infinity.",
+    "list_append": "The append() method adds an item to the end of a list in place, in amortised constant "
+                   "time, using the spare capacity of the dynamic array.",
+    "git_status": "The git status command compares the working tree and the index with HEAD to report "
+                  "staged, unstaged and untracked changes.",
+    "http_404": "HTTP 404 Not Found is a client-error status code: the server could not map the request "
+                "URI to any resource.",
+    "binary_101": "Binary 101 equals 5 in decimal, since positional base-2 notation gives one four, no twos "
+                  "and one one.",
+    "bits_byte": "A byte is 8 bits, an octet of binary digits that can encode 256 distinct values.",
+    "bool_zero": "In Python, bool(0) returns False, because numeric zero is falsy under the truth-value "
+                 "testing protocol.",
+    "string_upper": "The upper() method returns a new string with every cased character mapped to "
+                    "uppercase, since Python strings are immutable.",
+    # ---- history
+    "moon_landing": "The first crewed Moon landing was Apollo 11 in 1969, when the lunar module Eagle "
+                    "touched down in the Sea of Tranquility.",
+    "ww2_end": "World War II ended in 1945, with the unconditional surrender of Germany in May and the "
+               "formal surrender of Japan in September.",
+    "berlin_wall": "The Berlin Wall fell in 1989, when the collapsing East German regime opened the border "
+                   "crossings amid the revolutions across Eastern Europe.",
+    "first_us_president": "George Washington was the first president of the United States, chosen unanimously "
+                          "by the Electoral College under the new Constitution.",
+    "columbus": "Columbus reached the Americas in 1492, landing in the Bahamas on a voyage sponsored by "
+                "the Spanish Crown to find a westward route to Asia.",
+    "magna_carta": "The Magna Carta was sealed in 1215 by King John, a charter that subjected royal "
+                   "authority to the law and the counsel of the barons.",
+    "printing_press": "Johannes Gutenberg developed movable-type printing in Europe, combining cast metal "
+                      "type, oil-based ink and an adapted screw press.",
+    "mona_lisa": "Leonardo da Vinci painted the Mona Lisa in oil on a poplar panel, using sfumato, the "
+                 "technique of soft tonal transitions.",
+    "titanic": "The Titanic sank in 1912 after an iceberg breached more of its forward watertight "
+               "compartments than the design could survive.",
+    # ---- grammar
+    "plural_mouse": "The plural of mouse is mice, a relic of Germanic umlaut, where a vowel change rather "
+                    "than a suffix marks the plural.",
+    "past_go": "The past tense of go is went, a suppletive form taken from the verb wend rather than "
+               "derived from the stem of go.",
+    "synonym_happy": "Joyful is a near-synonym of happy, sharing its core sense of positive affect with a "
+                     "more intense, expressive connotation.",
+    "antonym_ancient": "Modern is the antonym of ancient, the two adjectives marking opposite ends of a "
+                       "scale of temporal distance.",
+    "noun_def": "A noun is a word for a person, place, thing or idea, a lexical category that can head a "
+                "noun phrase and act as subject or object.",
+    "adjective": "A word that modifies a noun is an adjective, used attributively before the noun or "
+                 "predicatively after a linking verb.",
+    "question_mark": "A direct interrogative sentence ends with a question mark, whereas an indirect "
+                     "question embedded in a statement does not.",
+    "plural_child": "The plural of child is children, a double plural that stacks the weak -en ending on "
+                    "an older -er plural.",
+    # ---- health
+    "hand_washing": "Wash your hands with soap for at least 20 seconds, long enough for the surfactants to "
+                    "break up the lipid membranes of many pathogens.",
+    "minor_burn": "For a minor burn, first apply cool running water for about 20 minutes to limit the depth "
+                  "of the thermal injury to the tissue.",
+    "sunscreen_spf": "Skin doctors recommend at least SPF 30, which filters about 97 percent of UVB "
+                     "radiation when applied at the tested density.",
+    "eu_emergency": "In the European Union, 112 is the harmonised emergency number, routed free of charge "
+                    "to a public safety answering point.",
+    "adult_sleep": "Most adults need 7 to 9 hours of sleep per night to complete several cycles of non-REM "
+                   "and REM sleep.",
+    "bleach_ammonia": "Never mix bleach and ammonia: hypochlorite reacts with ammonia to release toxic gas, "
+                      "chloramine vapours that irritate the airways.",
+    "resting_heart_rate": "A normal adult resting heart rate is 60 to 100 beats per minute, paced by the "
+                          "sinoatrial node under autonomic control.",
+    "nosebleed": "To stop a nosebleed, lean forward and compress the soft nose, since most anterior "
+                 "bleeds come from the vessels of Kiesselbach's plexus.",
+    # ---- household tips
+    "jar_lid": "Run the lid under warm water, since the metal lid expands more than the glass and the "
+               "seal loosens.",
+    "water_plant": "Water a potted plant when the top inch of soil is dry, which keeps the root zone moist "
+                   "without waterlogging that starves roots of oxygen.",
+    "wine_stain": "To treat a fresh wine stain, blot it gently and rinse with cold water, since heat and "
+                  "friction set the anthocyanin pigments in the fibres.",
+    "toothbrush": "Replace your toothbrush every three months, because frayed bristles lose the stiffness "
+                  "needed to disrupt the plaque biofilm.",
+    "smoke_alarm": "Test a smoke alarm once a month with its test button, which checks the sensing circuit "
+                   "and the piezoelectric sounder.",
+    "phone_battery": "An easy way is to lower the screen brightness, since the display backlight is one of "
+                     "the largest power consumers of the device.",
+    "wash_colours": "Washing in cold water keeps colours from fading, because lower temperatures slow the "
+                    "migration of dye molecules out of the fibres.",
+    # ---- definitions
+    "inflation": "Inflation is a sustained rise in prices, usually measured as the annual change of a "
+                 "consumer price index.",
+    "mammal": "A mammal is a warm-blooded vertebrate of the class Mammalia, defined by mammary glands that "
+              "produce milk for its young.",
+    "democracy": "Democracy is government in which sovereignty rests with the people, exercised directly "
+                 "or through elected representatives.",
+    "algorithm": "An algorithm is a finite step-by-step procedure that maps every valid input to an output "
+                 "through a well-defined sequence of operations.",
+    "evaporation": "Evaporation is when a liquid turns into a gas at its surface, as molecules with enough "
+                   "kinetic energy overcome the intermolecular forces.",
+    "metaphor": "A metaphor maps one concept onto another directly, without using like or as, as when "
+                "time is called a thief.",
+    "herbivore": "A herbivore is a primary consumer that eats only plants, often relying on gut microbes to "
+                 "digest cellulose.",
+    "renewable_energy": "Renewable energy comes from flows that are naturally replenished on human "
+                        "timescales, such as solar radiation and wind.",
+    # ---- animals
+    "spider_legs": "A spider has 8 legs, as do all arachnids, whose bodies consist of a cephalothorax and "
+                   "an abdomen.",
+    "largest_mammal": "The blue whale is the largest mammal, a baleen whale that filter-feeds on krill and "
+                      "can exceed 150 tonnes.",
+    "bees_honey": "Bees make honey by regurgitating flower nectar and evaporating it, while enzymes such as "
+                  "invertase split its sucrose.",
+    "fastest_land_animal": "The cheetah is the fastest land animal, reaching about 100 kilometres per hour in "
+                           "short anaerobic sprints.",
+    "penguins": "Most wild penguins live in the Southern Hemisphere, where cold currents supply the fish "
+                "and krill they feed on.",
+}
+
+_PRODUCT = re.compile(r"(\d+) times (\d+) equals (\d+)\.")
+_SUM = re.compile(r"(\d+) plus (\d+) equals ([\d,]+)\.")
+_CONVERSION = re.compile(r"There are ([\d,]+) (\w+) in (\d+) (\w+)\.")
+_FACTOR = re.compile(r"Each (\w+) has ([\d,]+) (\w+)")
+
+
+def _generated_technical(fact: Fact) -> str | None:
+    """The technical sentence of a generated arithmetic or unit-conversion topic (from its numbers)."""
+    if m := _PRODUCT.fullmatch(fact.sentence):
+        a, b, p = (int(g) for g in m.groups())
+        tens, ones = a - a % 10, a % 10
+        return (f"By the distributive law, {a} × {b} = ({tens} + {ones}) × {b} = {tens * b} + {ones * b} "
+                f"= {p}.")
+    if m := _SUM.fullmatch(fact.sentence):
+        a, b = int(m[1]), int(m[2])
+        parts = [(a // p % 10 * p, b // p % 10 * p) for p in (100, 10, 1)]
+        terms = " + ".join(f"({x} + {y})" for x, y in parts)
+        return f"Decomposing by place value, {a} + {b} = {terms} = {m[3]}."
+    if (m := _CONVERSION.fullmatch(fact.sentence)) and (f := _FACTOR.match(fact.explanation)):
+        value, small, n, big = m.groups()
+        return (f"Applying the conversion factor 1 {f[1]} = {f[2]} {small}, dimensional analysis gives "
+                f"{n} {big} × {f[2]} {small} per {f[1]} = {value} {small}.")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # Prompt and response text
 # --------------------------------------------------------------------------------------------
 
@@ -1195,7 +1446,7 @@ def _pair(fact: Fact, template: str, flaw: str, imperfect: bool, rng: random.Ran
         "rejected": {"response": rejected_text, **rejected_scores},
     }
     label = {"topic": fact.topic, "domain": fact.domain, "template": template, "flaw": flaw,
-             "chosen_imperfect": imperfect, "yes": yes if template == "yes_no" else None}
+             "chosen_imperfect": imperfect, "yes": yes if template == "yes_no" else None, "steer": None}
     _check_pair(record, label)
     return record, label
 
@@ -1251,11 +1502,93 @@ def _assign_flaws(items: list[tuple[Fact, str]], rng: random.Random) -> list[str
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Steerable pairs: two correct responses that differ on one dimension only
+# --------------------------------------------------------------------------------------------
+
+def technical_sentence(fact: Fact) -> str:
+    """The technical one-sentence answer of a topic (the high side of its complexity pair)."""
+    text = TECHNICAL.get(fact.topic) or _generated_technical(fact)
+    if text is None:
+        raise ValueError(f"sample fact {fact.topic!r} has no technical sentence (add one to TECHNICAL)")
+    return text
+
+
+def _content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+# Topics whose least repetitive point still reads badly after the explanation.
+_NO_EXTRA_POINT = frozenset({"moon_landing", "synonym_happy", "antonym_ancient"})
+
+
+def _extra_point(fact: Fact) -> str | None:
+    """The bullet point that adds most to ``sentence`` + ``explanation``, or None when every point
+    mostly repeats them (then the detailed answer has two sentences instead of three)."""
+    if not fact.points or fact.topic in _NO_EXTRA_POINT:
+        return None
+    said = _content_words(fact.sentence) | _content_words(fact.explanation)
+
+    def overlap(point: str) -> float:
+        own = _content_words(point)
+        return len(own & said) / len(own)
+
+    best = min(fact.points, key=overlap)
+    return best if overlap(best) < EXTRA_POINT_MAX_OVERLAP else None
+
+
+def _steer_pairs(fact: Fact, rng: random.Random) -> list[tuple[dict, dict]]:
+    """One verbosity pair and one complexity pair for a topic, each prompted by one of its two
+    questions with no format instruction. Both responses are correct, helpful, coherent and obey
+    the (absent) instruction; they differ only on the pair's dimension. The pair rule (equal
+    helpfulness, larger sum of the other scores) makes the high-scored response the chosen one."""
+    questions = list(fact.questions[:2])
+    rng.shuffle(questions)
+    cx = _base_complexity(fact, "one_sentence")
+    plain = (fact.sentence, _scores(4, 4, 4, cx, 1, 5))
+    extra = _extra_point(fact)
+    detailed = " ".join([fact.sentence, fact.explanation, *([extra] if extra else [])])
+    high = {"verbosity": (detailed, _scores(4, 4, 4, cx, 3 if extra else 2, 5)),
+            "complexity": (technical_sentence(fact), _scores(4, 4, 4, min(4, cx + 2), 1, 5))}
+    out = []
+    for dimension, question in zip(STEER_DIMENSIONS, questions):
+        (chosen_text, chosen_scores), (rejected_text, rejected_scores) = high[dimension], plain
+        record = {"prompt": question,
+                  "chosen": {"response": chosen_text, **chosen_scores},
+                  "rejected": {"response": rejected_text, **rejected_scores}}
+        label = {"topic": fact.topic, "domain": fact.domain, "template": OPEN_TEMPLATE, "flaw": None,
+                 "chosen_imperfect": False, "yes": None, "steer": dimension}
+        _check_steer_pair(record, label, fact)
+        out.append((record, label))
+    return out
+
+
+def _check_steer_pair(record: dict, label: dict, fact: Fact) -> None:
+    where = f"sample pair {label['topic']}/{label['steer']}"
+    chosen, rejected = record["chosen"], record["rejected"]
+    assert chosen["response"] != rejected["response"], f"{where}: identical responses"
+    assert chosen_wins(chosen, rejected), f"{where}: chosen does not beat rejected"
+    differ = [k for k in SCORE_KEYS if chosen[k] != rejected[k]]
+    assert differ == [label["steer"]], f"{where}: scores differ on {differ}"
+    assert chosen[label["steer"]] > rejected[label["steer"]], f"{where}: chosen is not the high side"
+    assert 3 <= words(record["prompt"]) <= MAX_PROMPT_WORDS, f"{where}: prompt length"
+    for side in (chosen, rejected):
+        text = side["response"]
+        assert 1 <= words(text) <= MAX_RESPONSE_WORDS, f"{where}: response length"
+        assert _contains(text, fact.answer) and not _contains(text, fact.wrong), f"{where}: not correct"
+        assert not text.startswith(("Yes", "No ")), f"{where}: starts with Yes/No"
+    if label["steer"] == "complexity":
+        assert sentences(chosen["response"]) == 1, f"{where}: technical answer is not one sentence"
+    else:
+        assert sentences(chosen["response"]) == chosen["verbosity"], f"{where}: verbosity vs sentences"
+
+
 def build_with_labels(seed: int = 0) -> dict[str, list[tuple[dict, dict]]]:
     """``{"train": [(record, label), ...], "test": [...]}``.
 
     ``label`` is generator metadata that is NOT written to the files: topic, domain, template,
-    flaw type of the rejected response, and whether the chosen response is the padded variant.
+    flaw type of the rejected response (None for a steerable pair), whether the chosen response is
+    the padded variant, and ``steer``: the one dimension a steerable pair differs on (else None).
     """
     rng = random.Random(seed)
     facts = list(FACTS) + _generated_facts(rng)
@@ -1276,11 +1609,23 @@ def build_with_labels(seed: int = 0) -> dict[str, list[tuple[dict, dict]]]:
         imperfect = set(rng.sample(range(len(items)), n_imperfect))
         out[split] = [_pair(f, t, flaw, i in imperfect, rng)
                       for i, ((f, t), flaw) in enumerate(zip(items, flaws))]
+    # Steerable pairs come after the flawed ones (so those stay exactly as they were), from the
+    # same topics, hence the same split.
+    for split in ("train", "test"):
+        steer = [pair for f in facts if (f.topic in test_topics) == (split == "test")
+                 for pair in _steer_pairs(f, rng)]
+        rng.shuffle(steer)
+        out[split] += steer
 
     prompts = [r["prompt"] for pairs in out.values() for r, _ in pairs]
     dupes = sorted({p for p in prompts if prompts.count(p) > 1})
     assert not dupes, f"duplicate sample prompts: {dupes}"
     return out
+
+
+def topic_facts(seed: int = 0) -> dict[str, Fact]:
+    """Every topic of ``build_with_labels(seed)`` (hand-written and generated) by its name."""
+    return {f.topic: f for f in list(FACTS) + _generated_facts(random.Random(seed))}
 
 
 def build(seed: int = 0) -> dict[str, list[dict]]:
@@ -1294,7 +1639,8 @@ def render(records: list[dict]) -> str:
 
 
 def summary(seed: int = 0) -> dict[str, dict[str, int]]:
-    """Counts per split: pairs, topics, each flaw type, padded chosen responses, templates."""
+    """Counts per split: pairs, topics, each flaw type, padded chosen responses, templates, and
+    steerable pairs per dimension (``steer:verbosity``, ``steer:complexity``)."""
     out = {}
     for split, pairs in build_with_labels(seed).items():
         row = {"pairs": len(pairs), "topics": len({lab["topic"] for _, lab in pairs}),
@@ -1303,6 +1649,8 @@ def summary(seed: int = 0) -> dict[str, dict[str, int]]:
             row[flaw] = sum(lab["flaw"] == flaw for _, lab in pairs)
         for template in TEMPLATES:
             row[f"template:{template}"] = sum(lab["template"] == template for _, lab in pairs)
+        for dimension in STEER_DIMENSIONS:
+            row[f"steer:{dimension}"] = sum(lab["steer"] == dimension for _, lab in pairs)
         out[split] = row
     return out
 
