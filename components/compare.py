@@ -11,7 +11,8 @@ from components.image import IMAGE
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def compare_objectives(trainings: dsl.Input[List[dsl.Model]], evaluations: dsl.Input[List[dsl.Artifact]],
                        labels: list, metric: str, judge: str, judge_model_name: str, head_to_head: bool,
-                       head_to_head_instructions: int, compare_options: dict,
+                       head_to_head_instructions: int, compare_options: dict, mlflow_tracking_uri: str,
+                       mlflow_experiment: str,
                        comparison: dsl.Output[dsl.Artifact], metrics: dsl.Output[dsl.Metrics],
                        report: dsl.Output[dsl.HTML]) -> str:
     """Writes the comparison folder (comparison.json/.md/.html, figures, head-to-head verdicts) as
@@ -25,6 +26,8 @@ def compare_objectives(trainings: dsl.Input[List[dsl.Model]], evaluations: dsl.I
     whose model it evaluated; a label naming an objective must match the loss its training used.
     ``judge`` "" judges head-to-head with the evaluations' judge. ``compare_options``: any other
     `amopo compare` option by name. The judge's API key, if any, comes from AMOPO_JUDGE_API_KEY.
+    In MLflow the comparison is a parent run (report as artifacts) with each objective's training run
+    (and so its evaluation) as a child.
     """
     import json
     import os
@@ -52,7 +55,12 @@ def compare_objectives(trainings: dsl.Input[List[dsl.Model]], evaluations: dsl.I
     for key, value in sorted(flat.items()):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, float(value))
-    comparison.metadata.update({"best": summary["best"] or "", "metric": metric, "objectives": names})
+    from amopo.compare.tracking import log_comparison
+
+    parent = log_comparison(Path(comparison.path), train_dirs, names, tracking_uri=mlflow_tracking_uri or None,
+                            experiment=mlflow_experiment)
+    comparison.metadata.update({"best": summary["best"] or "", "metric": metric, "objectives": names,
+                                "mlflow_run_id": parent})
     shutil.copyfile(Path(comparison.path) / "comparison.html", report.path)
     print(summary["best_reason"])
     return summary["best"] or ""

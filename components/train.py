@@ -13,7 +13,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
                 launcher: str,
                 num_processes: int, num_nodes: int, gpus_per_node: int, accelerator_type: str, accelerate_config: str,
                 image: str,
-                namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list,
+                namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list, training_runtime: str,
+                queue_name: str,
                 timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
                 curves: dsl.Output[dsl.HTML]) -> str:
     """Writes the training output folder (model/, metrics.json, train_config.yaml, history.jsonl,
@@ -64,7 +65,8 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
                                    procs_per_node=num_processes, accelerate_config=accelerate_config,
                                    node_selector=with_accelerator(node_selector, accelerator_type),
                                    tolerations=tolerations,
-                                   timeout_s=timeout_minutes * 60.0)
+                                   timeout_s=timeout_minutes * 60.0, runtime=training_runtime,
+                                   queue_name=queue_name or None)
     else:
         raise ValueError(f"launcher must be 'local' or 'trainjob', got {launcher!r}")
 

@@ -73,9 +73,12 @@ async def test_the_step_stages_inputs_runs_the_trainjob_and_returns_the_model(km
     from amopo.train.loop import train
 
     name, workspace, output = "amopo-train-ok", tmp_path / "workspace", tmp_path / "step-output"
-    task = _launch(kmock, _options(prepared, tiny_model_dir, output), workspace, name)
+    task = _launch(kmock, _options(prepared, tiny_model_dir, output), workspace, name, runtime="amopo-torch",
+                   queue_name="team-a")
     await until(lambda: _stored(kmock, name) is not None)
     job = _stored(kmock, name)
+    assert job["spec"]["runtimeRef"]["name"] == "amopo-torch"
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     trainer = job["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["image"] == "registry.example/amopo:1"
     assert trainer["command"] == ["torchrun", "--module", "amopo", "train"]

@@ -205,7 +205,7 @@ def test_evaluations_pair_with_the_training_whose_model_they_evaluated(tmp_path)
     ("no_eval_metrics", "compare: {root}/dpo/eval/metrics.json: missing; the evaluation folder of dpo has no "
                         "metrics.json"),
     ("duplicate", "compare: label 'amopo' is given twice"),
-    ("one", "compare: needs at least two entries"),
+    ("none", "compare: needs at least one entry"),
     ("swapped", "compare: dpo: the label names objective 'dpo' but its training folder {root}/amopo/train trained "
                 "'amopo'"),
     ("metric", "compare: --metric 'pref_acuracy/plain' is in no objective's comparison"),
@@ -214,7 +214,7 @@ def test_evaluations_pair_with_the_training_whose_model_they_evaluated(tmp_path)
 def test_bad_input_gets_one_line_naming_what_and_where(tmp_path, three, capsys, case, message):
     amopo, simpo, dpo = three
     args = {"malformed": ["amopo=just_one", simpo], "no_train": [amopo, f"dpo={tmp_path}/nowhere,{tmp_path}"],
-            "no_eval_metrics": [amopo, dpo], "duplicate": [amopo, amopo], "one": [amopo],
+            "no_eval_metrics": [amopo, dpo], "duplicate": [amopo, amopo], "none": [],
             "swapped": [amopo, f"dpo={tmp_path}/amopo/train,{tmp_path}/dpo/eval"]}.get(case, [amopo, dpo])
     if case == "no_eval_metrics":
         (tmp_path / "dpo" / "eval" / "metrics.json").unlink()
@@ -295,14 +295,15 @@ def test_component_pairs_collected_artifacts_and_returns_the_best_label(tmp_path
         evaluations=[_artifact(dsl.Artifact, e) for e in reversed(evals)],   # matched by the model evaluated
         labels=[{"label": "simpo", "objective": "simpo"}, {"objective": "dpo"}], metric="pref_accuracy/plain",
         judge="", judge_model_name="", head_to_head=False, head_to_head_instructions=0.0,
-        compare_options={"progress": False}, **outs)
+        compare_options={"progress": False}, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_experiment="compare", **outs)
     assert best == "dpo" and outs["comparison"].metadata["best"] == "dpo"
     assert outs["metrics"].metadata["dpo/pref_accuracy/plain"] == 0.7
     assert "<table>" in (tmp_path / "report").read_text()
 
 
 @dsl.pipeline(name="compare-collected")
-def _compare_pipeline(objectives: list) -> str:
+def _compare_pipeline(objectives: list, mlflow_uri: str) -> str:
     """Train and evaluate stand-ins in a ParallelFor, compared on their collected artifacts."""
     with dsl.ParallelFor(objectives, parallelism=1) as item:
         trained = fake_train(objective=item.objective)
@@ -310,7 +311,8 @@ def _compare_pipeline(objectives: list) -> str:
     return compare_objectives(trainings=dsl.Collected(trained.outputs["model"]),
                               evaluations=dsl.Collected(evaluated.outputs["results"]), labels=objectives,
                               metric="pref_accuracy/plain", judge="", judge_model_name="", head_to_head=False,
-                              head_to_head_instructions=0, compare_options={"progress": False}).outputs["Output"]
+                              head_to_head_instructions=0, compare_options={"progress": False},
+                              mlflow_tracking_uri=mlflow_uri, mlflow_experiment="compare").outputs["Output"]
 
 
 @pytest.mark.slow
@@ -322,8 +324,84 @@ def test_component_runs_in_the_local_runner_on_a_parallel_for_s_collected_artifa
     objectives = [{"label": "amopo", "objective": "amopo", "accuracy": 0.6},
                   {"label": "amopo:weighting=uniform", "objective": "amopo", "accuracy": 0.8},
                   {"label": "dpo", "objective": "dpo", "accuracy": 0.7}]
-    assert _compare_pipeline(objectives=objectives).output == "amopo:weighting=uniform"
+    assert _compare_pipeline(objectives=objectives, mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").output \
+        == "amopo:weighting=uniform"
     (comparison,) = tmp_path.glob("root/*/compare-objectives/comparison/comparison.json")
     flat = json.loads(comparison.read_text())
     assert flat["objectives"] == ["amopo", "amopo:weighting=uniform", "dpo"]
     assert flat["dpo/pref_accuracy/plain"] == 0.7 and flat["amopo/train/tokens_per_s"] == 200.0
+
+
+# --- planning, selection and the MLflow parent run ---------------------------------------------------
+
+def test_plan_gives_each_entry_its_objective_defaults_and_options():
+    from amopo.compare.plan import plan_objectives
+
+    plan = plan_objectives("amopo,simpo:lr=5e-5,dpo,amopo:weighting=uniform:beta=1.5", objective="amopo",
+                           learning_rate=1e-4, beta=-1.0, train_options={"lora": False})
+    assert [p["label"] for p in plan] == ["amopo", "simpo:lr=5e-5", "dpo", "amopo:weighting=uniform:beta=1.5"]
+    assert [p["objective"] for p in plan] == ["amopo", "simpo", "dpo", "amopo"]
+    assert [p["learning_rate"] for p in plan] == [1e-4, 5e-5, 1e-4, 1e-4]
+    assert [p["beta"] for p in plan] == [-1.0, -1.0, -1.0, 1.5]
+    assert plan[3]["train_options"] == {"lora": False, "weighting": "uniform"}
+    assert plan_objectives("", objective="dpo", learning_rate=1e-4, beta=-1.0) == [
+        {"label": "dpo", "objective": "dpo", "learning_rate": 1e-4, "beta": -1.0, "train_options": {}}]
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("amopo,ppo", "'ppo' is not one of amopo, simpo, dpo, modpo"),
+    ("amopo,amopo", "amopo listed twice"),
+    ("amopo:weighting", "'weighting' is not KEY=VALUE"),
+    ("amopo:colour=red", "unknown option 'colour'"),
+    ("simpo:max_steps=9", "'max_steps' is the same for every entry"),
+    ("simpo:lr=fast", "lr must be a number, got 'fast'"),
+])
+def test_plan_refuses_bad_entries_naming_them(spec, words):
+    from amopo.compare.plan import plan_objectives
+
+    with pytest.raises(ConfigError, match=words):
+        plan_objectives(spec, objective="amopo", learning_rate=1e-4, beta=-1.0)
+
+
+def test_select_takes_the_best_entrys_folders(tmp_path):
+    from amopo.compare.select import select_best
+
+    trains = [make_train(tmp_path, n, n) for n in ("simpo", "dpo")]
+    evals = [make_eval(tmp_path, n, eval_metrics(0.5)) for n in ("simpo", "dpo")]
+    for t, e in zip(trains, evals):
+        (e / "report.json").write_text(json.dumps({"model": str(t / "model")}))
+    assert select_best(["simpo", "dpo"], trains, list(reversed(evals)), "dpo") == (trains[1], evals[1])
+    with pytest.raises(ConfigError, match="found none with the metric"):
+        select_best(["simpo", "dpo"], trains, evals, "")
+    with pytest.raises(ConfigError, match="'amopo' is not one of simpo, dpo"):
+        select_best(["simpo", "dpo"], trains, evals, "amopo")
+
+
+def test_the_comparison_is_a_parent_run_with_the_trainings_as_children(tmp_path):
+    import mlflow
+
+    from amopo.compare.tracking import log_comparison
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("runs", artifact_location=(tmp_path / "artifacts").as_uri())
+    children = [client.create_run(experiment).info.run_id for _ in range(2)]
+    trains = []
+    for name, child in zip(("amopo", "amopo:weighting=uniform"), children):
+        folder = tmp_path / name.replace(":", "_") / "train"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"mlflow_run_id": child}))
+        trains.append(folder)
+    report = tmp_path / "comparison"
+    report.mkdir()
+    (report / "comparison.json").write_text(json.dumps({"best": "amopo", "amopo:weighting=uniform/x": 0.5}))
+    (report / "comparison.md").write_text("| table |")
+    parent = log_comparison(report, trains, ["amopo", "amopo:weighting=uniform"], tracking_uri=uri,
+                            experiment="runs")
+    for child in children:
+        assert client.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    run = client.get_run(parent)
+    assert run.data.tags["amopo.best"] == "amopo"
+    assert run.data.metrics["amopo:weighting_uniform/x"] == 0.5
+    assert {a.path for a in client.list_artifacts(parent, "comparison")} == {"comparison/comparison.json",
+                                                                             "comparison/comparison.md"}

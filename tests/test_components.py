@@ -36,7 +36,8 @@ def _train_kwargs(dataset, tiny_model_dir: Path, root: Path, **kw) -> dict:
                 train_options={"warmup_ratio": 0.0, "progress": False}, mlflow_tracking_uri=f"sqlite:///{root}/ml.db",
                 mlflow_experiment="components", launcher="local", num_processes=1, num_nodes=1, gpus_per_node=0,
                 accelerator_type="", accelerate_config="ddp", image="img", namespace="amopo", workspace_pvc="ws", node_selector={},
-                tolerations=[], timeout_minutes=10, model=_artifact(dsl.Model, root, "model"),
+                tolerations=[], timeout_minutes=10, training_runtime="torch-distributed", queue_name="",
+                model=_artifact(dsl.Model, root, "model"),
                 metrics=_artifact(dsl.Metrics, root, "train-metrics"), curves=_artifact(dsl.HTML, root, "curves"),
                 **kw)
 
@@ -49,7 +50,8 @@ def chain(tmp_path_factory, tiny_model_dir):
     eval_file = write_jsonl(root / "eval.jsonl", arithmetic_pairs(4, offset=50))
     dataset = _artifact(dsl.Dataset, root, "dataset")
     pairs = prepare_data.python_func(data_source=str(train_file), data_format="amopo", eval_source=str(eval_file),
-                                     dimensions="", base_model=str(tiny_model_dir), max_length=128, dataset=dataset)
+                                     dimensions="", base_model=str(tiny_model_dir), max_length=128, prepare_options={},
+                                     dataset=dataset)
     kwargs = _train_kwargs(dataset, tiny_model_dir, root)
     run_id = train_model.python_func(**kwargs)
     results, eval_metrics = _artifact(dsl.Artifact, root, "results"), _artifact(dsl.Metrics, root, "eval-metrics")
@@ -78,7 +80,7 @@ def test_prepare_refuses_bad_records_naming_file_and_line(tmp_path, tiny_model_d
     dataset = _artifact(dsl.Dataset, tmp_path, "dataset")
     with pytest.raises(AmopoError, match=r"bad.jsonl:2"):
         prepare_data.python_func(data_source=str(bad), data_format="amopo", eval_source="", dimensions="",
-                                 base_model=str(tiny_model_dir), max_length=128, dataset=dataset)
+                                 base_model=str(tiny_model_dir), max_length=128, prepare_options={}, dataset=dataset)
     assert not Path(dataset.path).exists()
 
 
@@ -195,7 +197,8 @@ def test_register_deploy_smoke_test_promote_and_clean_up(chain):
     url, served_name = deploy_model.python_func(
         model_uri=model_uri, storage_uri=storage_uri, target="local", service_name="comp", mlflow_tracking_uri=uri,
         namespace="amopo", runtime="huggingface", image="", gpus=0, accelerator_type="", node_selector={},
-        tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(state_dir), run_id=run_id, timeout_minutes=5)
+        tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(state_dir), run_id=run_id, timeout_minutes=5,
+        queue_name="")
     try:
         assert url.startswith("http://127.0.0.1:") and served_name == "comp"
         smoke = _artifact(dsl.Markdown, root, "smoke")
@@ -221,7 +224,7 @@ def test_deploy_and_smoke_test_fail_clearly(tmp_path):
         deploy_model.python_func(model_uri="m", storage_uri="s", target="nomad", service_name="x",
                                  mlflow_tracking_uri="", namespace="n", runtime="huggingface", image="", gpus=0,
                                  accelerator_type="", node_selector={}, tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(tmp_path), run_id="r",
-                                 timeout_minutes=1)
+                                 timeout_minutes=1, queue_name="")
     with pytest.raises(AmopoError, match="unreachable after 1 tries"):
         from amopo.serving.smoke import smoke_test
 
@@ -243,7 +246,7 @@ def local_runner(tmp_path_factory):
 def test_prepare_runs_in_the_local_runner(local_runner, tiny_model_dir, tmp_path):
     train_file = write_jsonl(tmp_path / "train.jsonl", arithmetic_pairs(6))
     prepared = prepare_data(data_source=str(train_file), data_format="amopo", eval_source="", dimensions="",
-                            base_model=str(tiny_model_dir), max_length=128)
+                            base_model=str(tiny_model_dir), max_length=128, prepare_options={})
     dataset = prepared.outputs["dataset"]
     assert prepared.outputs["Output"] == dataset.metadata["train_pairs"] == 6
     assert (Path(dataset.path) / "prepare.json").is_file()
@@ -301,13 +304,14 @@ async def test_deploy_to_kserve_creates_the_inferenceservice_and_returns_its_clu
                 accelerator_type="NVIDIA-H100-80GB-HBM3", node_selector={"pool": "serve"},
                 tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                 canary_traffic_percent=100, service_account="amopo-serving", state_dir=str(tmp_path), run_id="r",
-                timeout_minutes=1)
+                timeout_minutes=1, queue_name="team-a")
         except BaseException as exc:  # noqa: BLE001 - handed back to the test
             return exc
 
     task = asyncio.create_task(asyncio.to_thread(deploy))
     await until(lambda: stored(kmock, PLURAL, "serving", "amopo") is not None)
     predictor = stored(kmock, PLURAL, "serving", "amopo")["spec"]["predictor"]
+    assert stored(kmock, PLURAL, "serving", "amopo")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert predictor["model"]["storageUri"] == storage and predictor["model"]["modelFormat"]["name"] == "huggingface"
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert predictor["nodeSelector"] == {"pool": "serve", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

@@ -3,6 +3,8 @@ the whole DAG runs on KFP's local runner (tiny model, real MLflow sqlite store, 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -18,8 +20,8 @@ from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "pipelines" / "amopo_pipeline.yaml"
-HEAVY = ["prepare-data", "train-model", "evaluate-model", "register-model", "deploy-model",
-         "smoke-test-endpoint", "promote-model"]
+HEAVY = ["prepare-data", "train-model", "evaluate-model", "compare-objectives", "select-best", "register-model",
+         "deploy-model", "smoke-test-endpoint", "promote-model"]
 
 
 def _compile(out: Path) -> None:
@@ -55,7 +57,19 @@ def test_dag_is_gated_and_cleans_up(compiled):
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     handler = _tasks(spec["components"][root["exit-handler-1"]["componentRef"]["name"]])
     (cond_name,) = [name for name in handler if name.startswith("condition-")]
-    assert {"prepare-data", "train-model", "evaluate-model", "gate-model"} <= set(handler)
+    assert {"prepare-data", "plan-objectives", "compare-objectives", "select-best", "gate-model"} <= set(handler)
+    (loop_name,) = [name for name in handler if name.startswith("for-loop-")]
+    loop = handler[loop_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-objectives-Output"
+    per_objective = _tasks(spec["components"][loop["componentRef"]["name"]])
+    assert set(per_objective) == {"train-model", "evaluate-model"}
+    trained = per_objective["train-model"]["inputs"]["parameters"]
+    assert {k: trained[k]["componentInputParameter"] for k in ("objective", "beta", "learning_rate")} == {
+        "objective": "pipelinechannel--plan-objectives-Output-loop-item",
+        "beta": "pipelinechannel--plan-objectives-Output-loop-item",
+        "learning_rate": "pipelinechannel--plan-objectives-Output-loop-item"}
+    assert handler["gate-model"]["inputs"]["artifacts"]["results"]["taskOutputArtifact"]["producerTask"] \
+        == "select-best"
     condition = handler[cond_name]
     assert condition["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--gate-model-Output'] == true"
@@ -65,7 +79,7 @@ def test_dag_is_gated_and_cleans_up(compiled):
     assert "smoke-test-endpoint" in gated["promote-model"]["dependentTasks"]
     assert gated["deploy-model"]["inputs"]["parameters"]["storage_uri"]["taskOutputParameter"]["producerTask"] \
         == "register-model"
-    every = {**handler, **gated}
+    every = {**handler, **per_objective, **gated}
     for name in HEAVY:
         assert every[name].get("cachingOptions", {}).get("enableCache", False) is False, name
     # every component runs in the project image, which carries kfp: nothing is pip-installed at run time
@@ -118,7 +132,7 @@ def test_submit_to_an_unreachable_server_is_one_clear_error(tmp_path):
 def local_run(tmp_path_factory, tiny_model_dir):
     """One whole local pipeline run (KFP SubprocessRunner) on a tiny model, then a second run whose
     gate rejects, in the same MLflow store."""
-    from pipelines.local_run import run_local
+    from pipelines.local_run import print_summary, run_local
 
     root = tmp_path_factory.mktemp("pipeline")
     write_jsonl(root / "train.jsonl", arithmetic_pairs(8))
@@ -129,7 +143,12 @@ def local_run(tmp_path_factory, tiny_model_dir):
                   eval_num_instructions=2, eval_max_new_tokens=4, lm_eval_tasks="",
                   eval_options={"judge_top_k": 10000, "lc_bootstrap": 10, "progress": False},
                   gate_against_base=False)
-    first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4"}, work_dir=root / "work")
+    # the first run as `amopo pipeline run --local` shows it: its console, summary included
+    screen = io.StringIO()
+    with contextlib.redirect_stdout(screen):
+        first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4"}, work_dir=root / "work")
+        print_summary(first)
+    first["console"] = screen.getvalue()
     second = run_local({**common, "gate_thresholds": "pref_accuracy/mean_dimensions>1.5"}, work_dir=root / "work")
     return first, second
 
@@ -154,6 +173,29 @@ def test_local_run_registers_serves_smoke_tests_and_promotes(local_run):
     champion = client.get_model_version_by_alias("amopo", "champion")
     assert champion.version in ("1", 1) and champion.tags["amopo.gate.decision"] == "promoted"
     assert any(p.endswith("training_curves.png") for p in first["plots"])
+
+
+@pytest.mark.slow
+def test_the_local_run_console_is_one_screen_and_the_step_logs_hold_the_detail(local_run):
+    first, second = local_run
+    lines = first["console"].splitlines()
+    assert len(lines) < 60, first["console"]
+    assert "executor_input" not in first["console"] and "Streamed logs" not in first["console"]
+    for task in HEAVY:       # a line as each step starts and one as it ends, with its key figure
+        assert any(re.match(rf"\[ *\d+:\d\d\] {task} +started$", line) for line in lines), (task, first["console"])
+        assert any(re.match(rf"\[ *\d+:\d\d\] {task} +done ", line) for line in lines), (task, first["console"])
+    done = {m[1]: line for line in lines if (m := re.match(r"\[[ \d:]+\] (\S+) +done ", line))}
+    assert "8 train pairs" in done["prepare-data"] and "2 steps" in done["train-model"]
+    assert "version 1 (models:/amopo/1)" in done["register-model"] and "champion: version 1" in done["promote-model"]
+    assert first["endpoint_url"] in done["deploy-model"] and "s  passed: " in done["gate-model"]
+    assert f"step logs             {first['log_dir']}/" in first["console"]
+    train_log = Path(first["logs"]["train-model"]).read_text()
+    assert "Got executor_input" in train_log and "Looking for component `train_model`" in train_log
+    assert Path(first["logs"]["deploy-model"]).parent == Path(first["log_dir"])
+    assert "Running pipeline" in Path(first["log_dir"], "pipeline.log").read_text()
+    # each run its own log folder; "latest" is the newest
+    assert second["log_dir"] != first["log_dir"]
+    assert Path(first["log_dir"]).parent.joinpath("latest").resolve() == Path(second["log_dir"]).resolve()
 
 
 @pytest.mark.slow

@@ -136,16 +136,16 @@ def load_entry(label: str, train_dir: Path, eval_dir: Path) -> Entry:
 
 
 def load_entries(texts: Sequence[str]) -> list[Entry]:
-    """Every ``LABEL=TRAIN_DIR,EVAL_DIR`` entry, read and checked; at least two, labels distinct."""
+    """Every ``LABEL=TRAIN_DIR,EVAL_DIR`` entry, read and checked; at least one (a pipeline run of one
+    objective is a comparison of one), labels distinct."""
     parsed = [parse_entry(t) for t in texts]
     seen: set[str] = set()
     for label, _, _ in parsed:
         if label in seen:
             raise ConfigError(f"compare: label {label!r} is given twice; every objective needs its own label")
         seen.add(label)
-    if len(parsed) < 2:
-        raise ConfigError(f"compare: needs at least two entries (--entry LABEL=TRAIN_DIR,EVAL_DIR ...), "
-                          f"got {len(parsed)}")
+    if not parsed:
+        raise ConfigError("compare: needs at least one entry (--entry LABEL=TRAIN_DIR,EVAL_DIR ...)")
     return [load_entry(*p) for p in parsed]
 
 

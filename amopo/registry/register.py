@@ -15,6 +15,8 @@ returns the existing version (matched by a content digest).
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import types
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ class RegisterConfig:
     tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
                                                 "else the embedded sqlite store under runs/mlflow)")
     experiment: str = field("amopo-registry", help="MLflow experiment of the registration run")
+    comparison: str | None = field(None, help="the comparison folder (`amopo compare`) the model won: its verdict "
+                                              "as tags (amopo.comparison.*), its report as artifacts")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
     connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
 
@@ -119,6 +123,23 @@ def _lineage_tags(cfg: RegisterConfig, trained, fingerprint: str) -> dict[str, s
     tags.update({f"amopo.{k}": v for k, v in trained.info.items()})
     if cfg.eval_metrics:
         tags["amopo.eval_metrics"] = str(Path(cfg.eval_metrics).resolve())
+    if cfg.comparison:
+        tags.update(comparison_tags(Path(cfg.comparison)))
+    return tags
+
+
+def comparison_tags(folder: Path) -> dict[str, str]:
+    """``amopo.comparison.best``, ``.objectives`` and ``.within_noise.<metric>`` (is the leader's lead
+    within noise) from ``folder/comparison.json``."""
+    try:
+        flat = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder}: not a comparison folder (comparison.json: {exc})") from None
+    tags = {"amopo.comparison.best": str(flat.get("best") or ""),
+            "amopo.comparison.objectives": ",".join(map(str, flat.get("objectives") or []))}
+    for key, value in flat.items():
+        if key.startswith("leader/") and key.endswith("/within_noise"):
+            tags[f"amopo.comparison.within_noise.{key[len('leader/'):-len('/within_noise')]}"] = str(value)
     return tags
 
 
@@ -153,6 +174,10 @@ def register(cfg: RegisterConfig) -> dict:
     try:
         run = Run(True, uri, cfg.experiment, run_name=f"register-{cfg.name}", tags=lineage)
         run.log_metrics(metrics)
+        if cfg.comparison:
+            for item in sorted(Path(cfg.comparison).iterdir()):
+                if item.is_file():
+                    run.log_artifact(item, "comparison")
         signature = infer_signature(["prompt"], ["completion"], params={"max_new_tokens": 64})
         info = Model.log(artifact_path=None, name="model", flavor=_HF_FOLDER_FLAVOR, hf_dir=str(trained.model_dir.resolve()),
                          task="text-generation", signature=signature, pip_requirements=_requirements())

@@ -398,6 +398,15 @@ def _conditioning(cfg: TrainConfig) -> dict:
     return conditioning_spec(dims, accumulate=cfg.accumulate_prefixes)
 
 
+def peak_memory_bytes(device) -> int:
+    """This process's peak memory: CUDA memory allocated on a GPU, else the peak resident set size."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024   # Linux reports kB
+
+
 def finish(s: Session) -> dict:
     """Held-out accuracy of the trained model, OUTPUT/model, metrics.json, curves; the summary."""
     cfg, accelerator, summary = s.cfg, s.accelerator, s.summary
@@ -410,7 +419,8 @@ def finish(s: Session) -> dict:
     model_dir = _write_model(s)
     summary.update(model_dir=str(model_dir), metrics_path=str(s.out / "metrics.json"),
                    curves_path=str(s.out / "training_curves.png"), mlflow_run_id=s.run.run_id,
-                   mlflow_tracking_uri=s.run.uri, steps=s.step)
+                   mlflow_tracking_uri=s.run.uri, steps=s.step,
+                   peak_memory_bytes=peak_memory_bytes(accelerator.device))
     if accelerator.is_main_process:
         (s.out / "metrics.json").write_text(json.dumps(summary, indent=2))
         from amopo.train.plots import plot_history
