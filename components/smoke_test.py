@@ -7,14 +7,24 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def smoke_test_endpoint(url: str, model_name: str, prompt: str, result: dsl.Output[dsl.Markdown]) -> str:
-    """Fails the step unless the endpoint answers with a non-empty message; returns the reply. The
-    endpoint's bearer token, if any, comes from the AMOPO_SERVE_API_KEY environment variable."""
+    """Fails the step unless the endpoint answers with a non-empty message; returns the reply. Then,
+    where the model steers verbosity, measures the served steering: mean completion tokens with
+    verbosity requested low and high (reported, not gated). The endpoint's bearer token, if any,
+    comes from the AMOPO_SERVE_API_KEY environment variable."""
     from pathlib import Path
 
-    from amopo.serving.smoke import smoke_test
+    from amopo.serving.smoke import smoke_test, steering_lengths
 
     answer = smoke_test(url, model_name, prompt=prompt, api_key_env="AMOPO_SERVE_API_KEY")
+    steer = steering_lengths(url, model_name, api_key_env="AMOPO_SERVE_API_KEY")
+    if "skipped" in steer:
+        steering = f"steering: not measured ({steer['skipped']})"
+    else:
+        lengths = ", ".join(f"level {k}: {v:.1f}" for k, v in steer["mean_completion_tokens"].items())
+        steering = f"steering: mean completion tokens with verbosity requested at {lengths}"
+    result.metadata.update({"steering": steer})
     Path(result.path).write_text(f"**smoke test passed** in {answer['latency_s']} s at `{answer['route']}`\n\n"
-                                 f"> {answer['prompt']}\n\n{answer['reply']}\n")
+                                 f"> {answer['prompt']}\n\n{answer['reply']}\n\n{steering}\n")
+    print(steering)
     print(f"smoke test passed ({answer['latency_s']} s): {answer['reply']!r}")
     return answer["reply"]

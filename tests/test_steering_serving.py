@@ -77,6 +77,16 @@ def test_low_verbosity_gives_a_measurably_shorter_answer_than_high(client):
 
 # --- what comes back ------------------------------------------------------------------------------
 
+def test_the_smoke_steps_steering_measure_sees_the_shorter_answers(base):
+    from amopo.serving.smoke import steering_lengths
+
+    got = steering_lengths(base, "steer", prompts=PROMPTS[:4], max_tokens=MAX_TOKENS)
+    low, high = got["mean_completion_tokens"][0], got["mean_completion_tokens"][4]
+    assert got["dimension"] == "verbosity" and low < high / 2, got
+    skipped = steering_lengths(base, "steer", dimension="tone", prompts=PROMPTS[:1], max_tokens=4)
+    assert "unknown dimension(s) tone" in skipped["skipped"]
+
+
 def test_requests_without_targets_are_as_before(client, base):
     plain = _ask(client, PROMPTS[0], None)
     assert "dimension_targets" not in (plain.model_extra or {})
