@@ -124,8 +124,10 @@ def judge_server():
 
 def test_raw_helpsteer2_annotated_by_the_local_judge_prepares_with_the_default_dimensions(tiny_model_dir, tmp_path):
     src = write_jsonl(tmp_path / "hs2.jsonl", hs2_rows())
+    authors = ["overall", "helpfulness", "correctness", DIM]   # AMoPO's defaults, as its authors trained
     with pytest.raises(DataError, match=f"'{DIM}' is requested but no record scores it"):
-        prepare(PrepareConfig(input=str(src), format="helpsteer2", output=str(tmp_path / "before")), echo=None)
+        prepare(PrepareConfig(input=str(src), format="helpsteer2", output=str(tmp_path / "before"),
+                              dimensions=authors), echo=None)
 
     out = tmp_path / "annotated.jsonl"
     report = annotate(AnnotateConfig(input=str(src), output=str(out), judge=str(tiny_model_dir), judge_top_k=512,
@@ -148,7 +150,7 @@ def test_raw_helpsteer2_annotated_by_the_local_judge_prepares_with_the_default_d
     assert (tmp_path / "annotated.jsonl.annotate-cache.jsonl").is_file()
 
     manifest = prepare(PrepareConfig(input=str(out), format="helpsteer2", output=str(tmp_path / "data"),
-                                     eval_fraction=0.0), echo=None)
+                                     eval_fraction=0.0, dimensions=authors), echo=None)
     assert [(d["name"], d["low"], d["high"]) for d in manifest["dimensions"]] == [
         ("overall", None, None), ("helpfulness", 0, 4), ("correctness", 0, 4), (DIM, 1, 5)]
     assert manifest["counts"]["train"] == 3

@@ -137,7 +137,8 @@ def test_evaluate_with_the_projects_own_server_as_model_and_judge(server, tiny_m
     served, base = start_amopo_server(server["model_dir"], tmp_path, "--model-name", "always-a-served",
                                       "--torch-threads", "1")
     try:
-        cfg = EvaluateConfig(model=f"{base}/openai/v1", baseline=str(tiny_model_dir), judge=f"{base}/openai/v1",
+        cfg = EvaluateConfig(model=f"{base}/openai/v1", model_tokenizer=str(server["model_dir"]),
+                             baseline=str(tiny_model_dir), judge=f"{base}/openai/v1",
                              dimensions=["helpfulness"], num_instructions=4, max_new_tokens=8,
                              tasks=["amopo_arithmetic", "amopo_facts_mc"], lm_eval_limit=2, lc_bootstrap=10,
                              output=str(tmp_path / "eval"), mlflow=False, progress=False, concurrency=2)
@@ -159,12 +160,38 @@ def test_evaluate_with_the_projects_own_server_as_model_and_judge(server, tiny_m
     assert "dimension/helpfulness/model" in report["missing"] and "dimension/helpfulness/model" not in metrics
     samples = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert all(s["raw_model_first"] == "A" and s["score/helpfulness/model"] is None for s in samples)
-    # lm-eval through local-chat-completions: generation runs, multiple choice is skipped and said so.
+    # lm-eval: generation through local-chat-completions, multiple choice through local-completions
+    # (echo + logprobs on /completions, tokenised with the served model's tokenizer).
     assert metrics["lm_eval/amopo_arithmetic/exact_match/last_number"] == 0.0
-    assert "amopo_facts_mc" in report["lm_eval"]["skipped"]
+    assert 0.0 <= metrics["lm_eval/amopo_facts_mc/acc"] <= 1.0 and report["lm_eval"]["skipped"] == {}
+    runs = {run["model"]: run for run in report["lm_eval"]["runs"]}
+    assert runs["local-chat-completions"]["tasks"] == ["amopo_arithmetic"]
+    assert runs["local-completions"]["tasks"] == ["amopo_facts_mc"]
+    assert runs["local-completions"]["model_args"]["base_url"] == f"{base}/openai/v1/completions"
     assert report["lm_eval"]["n-samples"]["amopo_arithmetic"]["effective"] == 2
+    assert report["lm_eval"]["n-samples"]["amopo_facts_mc"]["effective"] == 2
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert summary["metrics_path"] == str(tmp_path / "eval" / "metrics.json")
+
+
+def test_endpoint_multiple_choice_needs_the_served_tokenizer(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from amopo.evaluate.lm_eval_tasks import _endpoint_runs
+
+    endpoint = SimpleNamespace(model="m", retries=2, api_key=None, base="http://h/openai/v1")
+    loaded = {"gen": SimpleNamespace(OUTPUT_TYPE="generate_until"), "mc": SimpleNamespace(OUTPUT_TYPE="multiple_choice"),
+              "ppl": SimpleNamespace(OUTPUT_TYPE="loglikelihood_rolling")}
+    runs, skipped = _endpoint_runs(endpoint, loaded, None, chat_template=True)
+    assert [r["model"] for r in runs] == ["local-chat-completions"]
+    assert set(skipped) == {"mc", "ppl"} and "--model-tokenizer" in skipped["mc"] and "/completions" in skipped["mc"]
+    runs, skipped = _endpoint_runs(endpoint, loaded, str(tiny_model_dir), chat_template=True)
+    assert skipped == {} and [r["model"] for r in runs] == ["local-chat-completions", "local-completions"]
+    scored = runs[1]
+    assert scored["tasks"] == [loaded["mc"], loaded["ppl"]] and scored["chat_template"] is True
+    assert scored["model_args"] == {"model": "m", "num_concurrent": 1, "max_retries": 2, "tokenizer": str(tiny_model_dir),
+                                    "base_url": "http://h/openai/v1/completions", "tokenizer_backend": "huggingface",
+                                    "tokenized_requests": True}
 
 
 def test_endpoint_judge_reads_replies_over_http(server):

@@ -67,7 +67,7 @@ def test_lm_eval_runs_the_shipped_tasks_on_a_tiny_model(tiny_model_dir):
     assert set(metrics) >= {"lm_eval/amopo_arithmetic/exact_match/last_number", "lm_eval/amopo_facts_mc/acc",
                             "lm_eval/amopo_facts_mc/acc_norm"}
     assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "stderr" not in k)
-    assert report["model"] == "hf" and report["chat_template"] is True and report["skipped"] == {}
+    assert [(r["model"], r["chat_template"]) for r in report["runs"]] == [("hf", True)] and report["skipped"] == {}
     assert {t: n["effective"] for t, n in report["n-samples"].items()} == {"amopo_arithmetic": 3, "amopo_facts_mc": 3}
 
 

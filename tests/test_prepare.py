@@ -190,12 +190,20 @@ def test_helpsteer2_and_ultrafeedback_formats(data_dir, tmp_path, tiny_tokenizer
     hs2 = str(data_dir / "helpsteer2_small.jsonl")
     with pytest.raises(DataError, match="'instruction_following' is requested .* dimensions in the data: "
                                         "coherence, complexity, correctness, helpfulness, verbosity"):
-        prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h")), echo=None)
+        prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"),
+                              dimensions=["overall", "helpfulness", "instruction_following"]), echo=None)
+    defaults = prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0),
+                       echo=None)   # raw HelpSteer2 has what its defaults ask for
+    assert [d["name"] for d in defaults["dimensions"]] == ["overall", "helpfulness", "correctness", "coherence"]
     manifest = prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0,
                                      dimensions=["overall", "helpfulness", "verbosity"]), echo=None)
     assert manifest["counts"]["train"] == 2 and manifest["build"]["train"]["ties_dropped"] == 1
 
     uf = str(data_dir / "ultrafeedback_small.jsonl")
+    defaults = prepare(PrepareConfig(input=uf, format="ultrafeedback", output=str(tmp_path / "u"), eval_fraction=0.0),
+                       echo=None)
+    assert [d["name"] for d in defaults["dimensions"]] == ["overall", "helpfulness", "truthfulness",
+                                                           "instruction_following"]
     dims = ["overall", "helpfulness", "honesty"]
     with pytest.raises(DataError, match="ultrafeedback_small.jsonl:2 field 'chosen.honesty'"):  # N/A there
         prepare(PrepareConfig(input=uf, format="ultrafeedback", output=str(tmp_path / "u"), dimensions=dims),

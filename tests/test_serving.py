@@ -354,13 +354,13 @@ BAD_REQUESTS = [
     ("chat", _chat(max_tokens=0), 400, "at least 1"),
     ("chat", _chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "unsupported parameter 'tools'"),
     ("chat", _chat(n=2), 400, "unsupported parameter 'n'"),
-    ("chat", _chat(logprobs=True), 400, "unsupported parameter 'logprobs'"),
+    ("chat", _chat(logprobs=True, stream=True), 400, "'logprobs' cannot be combined with stream=true"),
     ("chat", _chat(response_format={"type": "json_object"}), 400, "unsupported parameter 'response_format'"),
     ("completions", json.dumps({"model": "tiny"}).encode(), 400, "'prompt' is required"),
     ("completions", json.dumps({"model": "tiny", "prompt": []}).encode(), 400, "'prompt' is required"),
     ("completions", json.dumps({"model": "tiny", "prompt": ""}).encode(), 400, "prompt is empty"),
-    ("completions", json.dumps({"model": "tiny", "prompt": "x", "echo": True}).encode(), 400,
-     "unsupported parameter 'echo'"),
+    ("completions", json.dumps({"model": "tiny", "prompt": "x", "best_of": 2}).encode(), 400,
+     "unsupported parameter 'best_of'"),
     ("chat", _chat(padding="x" * (MAX_BODY + 10)), 413, f"above the limit of {MAX_BODY} bytes"),
 ]
 

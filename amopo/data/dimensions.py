@@ -74,6 +74,19 @@ def registry(source_format: str = "amopo") -> dict[str, Dimension]:
 
 
 DEFAULT_DIMENSIONS: list[str] = [OVERALL, "helpfulness", "correctness", "instruction_following"]
+# Defaults per source format: the AMoPO set where the data carries it, else its nearest counterpart
+# that the format's raw data scores (raw HelpSteer2 has no instruction_following until `amopo annotate`
+# adds it; UltraFeedback has truthfulness where HelpSteer2 has correctness).
+FORMAT_DEFAULTS: dict[str, list[str]] = {
+    "amopo": DEFAULT_DIMENSIONS,
+    "helpsteer2": [OVERALL, "helpfulness", "correctness", "coherence"],
+    "ultrafeedback": [OVERALL, "helpfulness", "truthfulness", "instruction_following"],
+}
+
+
+def default_dimensions(source_format: str) -> list[str]:
+    """The dimensions prepared when none are asked for (:data:`FORMAT_DEFAULTS`)."""
+    return list(FORMAT_DEFAULTS.get(source_format, DEFAULT_DIMENSIONS))
 
 # Style dimensions, on which a low level is as legitimate a request as a high one (a concise or a
 # detailed answer, a plain or a technical one), unlike quality dimensions, where a low level only

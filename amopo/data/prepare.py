@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from amopo.config import field
-from amopo.data.dimensions import DEFAULT_DIMENSIONS, Dimension, registry, resolve_dimensions
+from amopo.data.dimensions import Dimension, default_dimensions, registry, resolve_dimensions
 from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
 from amopo.data.orientations import add_reversed, resolve_steer_dimensions
 from amopo.data.prompts import SCORE_SOURCES
@@ -53,8 +53,11 @@ class PrepareConfig:
                                          "output; any other non-empty folder is refused)")
     format: str = field("amopo", help="Input format: amopo (prompt/chosen/rejected records), helpsteer2 "
                                       "(raw rows, pairs built) or ultrafeedback (completions, pairs built)")
-    dimensions: list[str] = field(default_factory=lambda: list(DEFAULT_DIMENSIONS),
-                                  help="Preference dimensions, in order; 'overall' is holistic (no score)")
+    dimensions: list[str] | None = field(None, help="Preference dimensions, in order; 'overall' is holistic (no "
+                                                    "score); default per format: amopo: overall helpfulness "
+                                                    "correctness instruction_following; helpsteer2: overall "
+                                                    "helpfulness correctness coherence; ultrafeedback: overall "
+                                                    "helpfulness truthfulness instruction_following")
     model: str | None = field(None, help="Model name or folder: also tokenise now into the cache with its "
                                          "tokenizer")
     max_length: int = field(DEFAULT_MAX_LENGTH, help="Token budget of prompt + response when tokenising")
@@ -102,7 +105,7 @@ class PrepareConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"option '{name}': expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
-        if not self.dimensions:
+        if self.dimensions is not None and not self.dimensions:
             raise ConfigError("option 'dimensions': at least one dimension is needed")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"option 'eval_fraction': expected 0 <= x < 1, got {self.eval_fraction}")
@@ -264,7 +267,7 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
     if held_out:
         report.merge(held_out.skipped)
     everything = train.pairs + (held_out.pairs if held_out else [])
-    dims = resolve_dimensions(cfg.dimensions, everything, file=train_src, known=registry(cfg.format))
+    dims = resolve_dimensions(cfg.dimensions or default_dimensions(cfg.format), everything, file=train_src, known=registry(cfg.format))
     train_pairs = require_scores(train.pairs, dims, report, cfg.skip_invalid)
     ensure_some(train_pairs, train_src, report)
     if held_out:

@@ -11,7 +11,10 @@ Parts (each optional):
 3. steerability of a model with a conditioning spec (``amopo.evaluate.steerability``: answers at
    low, middle and high requested levels rated by the judge, which never sees the request; and
    ``amopo.evaluate.steer_accuracy`` on ``--data``'s held-out pairs), the base model beside it.
-4. lm-eval tasks (``--tasks``; shipped YAML tasks by default).
+4. lm-eval tasks (``--tasks``; shipped YAML tasks by default). On an endpoint, generation tasks go
+   through its chat route and multiple-choice ones through ``/completions`` (echo + logprobs),
+   tokenised with ``--model-tokenizer`` (the served model's folder or hub id); without it
+   multiple-choice tasks are skipped and the report says why (``amopo.evaluate.lm_eval_tasks``).
 
 Outputs in ``--output``: ``metrics.json`` (flat), ``report.json`` (settings, decoding, judge,
 lm-eval details), ``samples.jsonl``/``samples.csv`` (instruction, both answers, verdicts,
@@ -51,6 +54,9 @@ class EvaluateConfig:
     model: str = field("", help="model to evaluate: Hugging Face folder (e.g. runs/x/train/model), hub id, "
                                 "embedded:smollm2-135m-instruct, or an OpenAI-compatible endpoint URL")
     model_name: str | None = field(None, help="served model name at the model endpoint (default: the first it lists)")
+    model_tokenizer: str | None = field(None, help="endpoint model: its tokenizer (the served model's folder or hub "
+                                                   "id); lm-eval's multiple-choice tasks need it to score choices "
+                                                   "through /completions (skipped without it)")
     api_key_env: str | None = field(None, help="environment variable holding the API key of the model and "
                                                "baseline endpoints (none by default)")
     baseline: str | None = field(None, help="baseline: folder, hub id, endpoint URL, or an outputs JSONL "
@@ -423,7 +429,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     training = None if is_endpoint(cfg.model) else find_training_run(cfg.model)
     baseline = cfg.baseline or (training.base_model if training else None)
     _check_local_models([cfg.model] + ([baseline, cfg.judge] if judged else [])
-                        + ([baseline] if steering and cfg.data else []))
+                        + ([baseline] if steering and cfg.data else [])
+                        + ([cfg.model_tokenizer] if cfg.tasks and cfg.model_tokenizer else []))
     if cfg.pairwise and not baseline:
         print("evaluate: no baseline (none given, no training run beside the model): win rates are skipped; "
               "dimension scores are reported for the model alone")
@@ -460,7 +467,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                                         retries=cfg.retries, timeout=cfg.timeout)
             part, report["lm_eval"] = run_lm_eval(cfg.model, cfg.tasks, limit=cfg.lm_eval_limit,
                                                   batch_size=cfg.batch_size, chat_template=cfg.lm_eval_chat_template,
-                                                  endpoint=endpoint, seed=cfg.seed)
+                                                  endpoint=endpoint, seed=cfg.seed, tokenizer=cfg.model_tokenizer)
             metrics.update(part)
 
         kept, missing = finite_metrics(metrics)

@@ -88,12 +88,18 @@ class TextEngine:
         return list(ids)
 
     def request(self, prompt_ids: list[int], sampling: Sampling, *, param: str,
-                max_tokens_param: str = "max_tokens") -> GenerationRequest:
-        """A generation request within the limits; RequestError (4xx) when it is not."""
+                max_tokens_param: str = "max_tokens", logprobs: int | None = None,
+                prompt_logprobs: int | None = None, allow_zero: bool = False) -> GenerationRequest:
+        """A generation request within the limits; RequestError (4xx) when it is not.
+
+        ``logprobs`` / ``prompt_logprobs``: the top-N of the generated / prompt tokens' entries
+        (None: not computed); ``allow_zero``: max_tokens 0 scores the prompt only.
+        """
         self.limits.check_prompt(len(prompt_ids), param)
-        budget = self.limits.completion_budget(sampling.max_tokens, len(prompt_ids), max_tokens_param)
+        budget = self.limits.completion_budget(sampling.max_tokens, len(prompt_ids), max_tokens_param,
+                                               allow_zero=allow_zero)
         return GenerationRequest(prompt_ids, budget, sampling.temperature, sampling.top_p, sampling.stop,
-                                 sampling.seed)
+                                 sampling.seed, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
 
     # --- generation ----------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ cache at once, and cache columns that no remaining row attends to are dropped.
 Greedy decoding when ``temperature`` is 0; otherwise sampling with temperature and nucleus (top-p),
 each request drawing from its own generator (seeded by ``seed`` when given), so a request's text
 does not depend on what else shares its batch.
+
+Log-probabilities (``amopo.serving.logprobs``): a request with ``logprobs`` = N gets every token it
+generated, with its log-probability and the N most likely tokens at its position, on its final
+delta; with ``prompt_logprobs`` = N its prompt is scored too, by a forward pass over the prompt
+alone when it is admitted. A request with ``max_new_tokens`` 0 is scored only: it finishes at
+admission ("length") and never joins the batch.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+
+from amopo.serving.logprobs import TokenLogprob, position_logprobs, score_prompt
 
 
 @dataclass
@@ -29,15 +37,20 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None          # N: every generated token's log-probability and top N
+    prompt_logprobs: int | None = None   # N: the prompt's too (a forward over it at admission)
     cancelled: bool = field(default=False, compare=False)   # set by the caller, read by the decoder
 
 
 @dataclass
 class Delta:
-    """New text of one request since its previous delta; ``finish_reason`` is set on the last one."""
+    """New text of one request since its previous delta; ``finish_reason`` is set on the last one,
+    which also carries the log-probabilities the request asked for."""
     text: str
     finish_reason: str | None
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None          # generated tokens (end token included)
+    prompt_logprobs: list[TokenLogprob] | None = None   # prompt tokens, the first with logprob None
 
 
 # Receives a request's deltas, or an exception if decoding failed (then nothing follows).
@@ -82,6 +95,11 @@ class _Row:
     text: _Text
     generator: torch.Generator | None
     tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
+
+    def final(self, text: str, reason: str) -> Delta:
+        return Delta(text, reason, self.tokens, self.logprobs, self.prompt_logprobs)
 
 
 def _generator(seed: int | None, device) -> torch.Generator:
@@ -142,9 +160,19 @@ class Decoder:
 
     @torch.inference_mode()
     def admit(self, items: Sequence[tuple[GenerationRequest, Sink]]) -> None:
-        """Prefill ``items`` together and add them to the running batch."""
-        if not items:
+        """Score the prompts that ask for it, answer the score-only requests, prefill the others
+        together and add them to the running batch."""
+        scored = [score_prompt(self.model, req.prompt_ids, req.prompt_logprobs)
+                  if req.prompt_logprobs is not None else None for req, _ in items]
+        running = []
+        for (req, sink), prompt in zip(items, scored):
+            if req.max_new_tokens <= 0:
+                sink(Delta("", "length", 0, [] if req.logprobs is not None else None, prompt))
+            else:
+                running.append((req, sink, prompt))
+        if not running:
             return
+        items = [(req, sink) for req, sink, _ in running]
         device = self.model.device
         width = max(len(req.prompt_ids) for req, _ in items)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
@@ -156,7 +184,9 @@ class Decoder:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                          use_cache=True, logits_to_keep=1)
         rows = [_Row(req, sink, _Text(self.tokenizer, req.stop),
-                     _generator(req.seed, device) if req.temperature > 0 else None) for req, sink in items]
+                     _generator(req.seed, device) if req.temperature > 0 else None,
+                     logprobs=[] if req.logprobs is not None else None, prompt_logprobs=prompt)
+                for req, sink, prompt in running]
         if not self.rows:
             self.cache, self.mask, self.logits = out.past_key_values, mask, out.logits[:, -1, :]
         else:
@@ -180,6 +210,7 @@ class Decoder:
         if not self.rows:
             return
         tokens = _next_tokens(self.logits, self.rows)
+        self._record_logprobs(tokens)
         keep = [i for i, (row, token) in enumerate(zip(self.rows, tokens)) if self._advance(row, token)]
         if not keep:
             self.reset()
@@ -197,21 +228,32 @@ class Decoder:
                          past_key_values=self.cache, use_cache=True)
         self.cache, self.logits = out.past_key_values, out.logits[:, -1, :]
 
+    def _record_logprobs(self, tokens: list[int]) -> None:
+        """Append each chosen token's entry to the rows that asked for log-probabilities."""
+        wanted = [i for i, row in enumerate(self.rows) if row.logprobs is not None]
+        if not wanted:
+            return
+        index = torch.tensor(wanted, dtype=torch.long, device=self.logits.device)
+        entries = position_logprobs(self.logits.index_select(0, index), [tokens[i] for i in wanted],
+                                    [self.rows[i].request.logprobs for i in wanted])
+        for i, entry in zip(wanted, entries):
+            self.rows[i].logprobs.append(entry)
+
     def _advance(self, row: _Row, token: int) -> bool:
         """Report ``token`` of ``row``; False when the row is finished."""
         if row.request.cancelled:
-            row.sink(Delta(row.text.flush(), "cancelled", row.tokens))
+            row.sink(row.final(row.text.flush(), "cancelled"))
             return False
         if token in self.eos_ids:
-            row.sink(Delta(row.text.flush(), "stop", row.tokens))
+            row.sink(row.final(row.text.flush(), "stop"))
             return False
         row.tokens += 1
         piece, stopped = row.text.add(token)
         if stopped:
-            row.sink(Delta(piece, "stop", row.tokens))
+            row.sink(row.final(piece, "stop"))
             return False
         if row.tokens >= row.request.max_new_tokens:
-            row.sink(Delta(piece + row.text.flush(), "length", row.tokens))
+            row.sink(row.final(piece + row.text.flush(), "length"))
             return False
         if piece:
             row.sink(Delta(piece, None, row.tokens))

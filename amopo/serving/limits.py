@@ -20,13 +20,17 @@ class Limits:
     default_max_tokens: int = 128    # used when a request does not say
     context_length: int | None = None   # the model's maximum positions, when it declares one
 
-    def completion_budget(self, requested: int | None, prompt_tokens: int, param: str = "max_tokens") -> int:
-        """The number of new tokens for a request; RequestError when it is out of bounds."""
+    def completion_budget(self, requested: int | None, prompt_tokens: int, param: str = "max_tokens", *,
+                          allow_zero: bool = False) -> int:
+        """The number of new tokens for a request; RequestError when it is out of bounds. 0 (score
+        the prompt only) is allowed with ``allow_zero`` (a completion with ``echo``)."""
         if requested is None:
             budget = min(self.default_max_tokens, self.max_tokens)
         else:
-            if requested < 1:
-                raise RequestError(f"{param} must be at least 1, got {requested}", param=param)
+            if requested < (0 if allow_zero else 1):
+                least = "0" if allow_zero else "1"
+                hint = "" if allow_zero else " (0, to score the prompt only, needs echo=true on /completions)"
+                raise RequestError(f"{param} must be at least {least}, got {requested}{hint}", param=param)
             if requested > self.max_tokens:
                 raise RequestError(f"{param}={requested} is above this server's limit of {self.max_tokens}",
                                    param=param, code="max_tokens_exceeded")

@@ -8,9 +8,13 @@ semantics are checked here. Every failure is a RequestError naming the parameter
 Supported: model, messages / prompt, max_tokens (max_completion_tokens), temperature, top_p, stop,
 seed, stream, stream_options.include_usage, user, and the project's extension ``dimension_targets``
 (top level, as vLLM and KServe take extension fields; checked to be an object or null here and
-against the model in ``amopo.serving.steering``). Accepted only at their neutral value: n=1,
-logprobs off, echo off, best_of=1, presence/frequency_penalty=0, empty suffix. Anything else is an
-unsupported parameter (400).
+against the model in ``amopo.serving.steering``). Log-probabilities (``amopo.serving.logprobs``):
+on completions ``logprobs`` = N (an integer 0..20) and ``echo``, with ``max_tokens: 0`` allowed
+with echo (score the prompt only); on chat ``logprobs: true`` with ``top_logprobs`` = N (0..20).
+N is capped at 20 (OpenAI's chat cap; its legacy API stops at 5, lm-eval asks for 1). Streaming
+with log-probabilities is refused (400): they come with the whole answer. Accepted only at their
+neutral value: n=1, echo off on chat, best_of=1, presence/frequency_penalty=0, empty suffix.
+Anything else is an unsupported parameter (400).
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from typing import Any
 
 from amopo.serving.engine import Sampling
 from amopo.serving.errors import RequestError
+from amopo.serving.logprobs import MAX_LOGPROBS
 from amopo.serving.steering import parse_targets
 
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "user",
            "dimension_targets"}
-CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens"}
-COMPLETION_PARAMS = _COMMON | {"prompt"}
+CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+COMPLETION_PARAMS = _COMMON | {"prompt", "logprobs", "echo"}
+_LOGPROB_PARAMS = {"logprobs", "top_logprobs", "echo"}   # checked here, not by the openai types
 # Parameters whose only supported value is the one that changes nothing.
-_NEUTRAL: dict[str, tuple] = {"n": (None, 1), "logprobs": (None, False), "top_logprobs": (None, 0),
+_NEUTRAL: dict[str, tuple] = {"n": (None, 1), "top_logprobs": (None, 0),
                               "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
                               "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""),
                               "parallel_tool_calls": (None,), "logit_bias": (None,)}
@@ -48,6 +54,7 @@ class ChatParams:
     stream: bool
     include_usage: bool
     dimension_targets: dict | None = None
+    logprobs: int | None = None     # top-N of each generated token's entry; None: no logprobs
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class CompletionParams:
     stream: bool
     include_usage: bool
     dimension_targets: dict | None = None
+    logprobs: int | None = None     # top-N per position; None: no logprobs
+    echo: bool = False              # the prompt (and with logprobs its entries) before the completion
 
 
 @functools.cache
@@ -243,15 +252,54 @@ def _prompts(body: dict) -> list[str | list[int]]:
                        "lists of token ids", param="prompt")
 
 
+def _top_n(value, param: str) -> int:
+    if not _is_int(value) or value < 0:
+        raise RequestError(f"invalid '{param}': expected an integer from 0 to {MAX_LOGPROBS}, got {value!r}",
+                           param=param)
+    if value > MAX_LOGPROBS:
+        raise RequestError(f"invalid '{param}': {value} is above this server's limit of {MAX_LOGPROBS} most "
+                           "likely tokens per position", param=param, code="logprobs_exceeded")
+    return value
+
+
+def _flag(body: dict, param: str) -> bool:
+    value = body.get(param)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(f"invalid '{param}': expected true or false, got {value!r}", param=param)
+    return bool(value)
+
+
+def _no_stream(stream: bool, param: str) -> None:
+    if stream:
+        raise RequestError(f"'{param}' cannot be combined with stream=true: this server returns "
+                           "log-probabilities with the whole answer; send stream=false", param=param,
+                           code="unsupported_parameter")
+
+
+def _chat_logprobs(body: dict, stream: bool) -> int | None:
+    wanted = _flag(body, "logprobs")
+    top = body.get("top_logprobs")
+    if top is not None:
+        top = _top_n(top, "top_logprobs")
+        if not wanted:
+            raise RequestError("'top_logprobs' needs logprobs=true", param="top_logprobs")
+    if not wanted:
+        return None
+    _no_stream(stream, "logprobs")
+    return top or 0
+
+
 def parse_chat(body: dict[str, Any]) -> ChatParams:
     _check_supported(body, CHAT_PARAMS)
     model = _model(body)
     messages = _messages(body)
     stream, include_usage = _stream(body)
-    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options", "dimension_targets"})
+    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options", "dimension_targets"}
+                 | _LOGPROB_PARAMS)
+    logprobs = _chat_logprobs(body, stream)
     max_tokens_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return ChatParams(model, messages, _sampling(body, max_tokens_param), max_tokens_param, stream, include_usage,
-                      parse_targets(body.get("dimension_targets")))
+                      parse_targets(body.get("dimension_targets")), logprobs)
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionParams:
@@ -259,9 +307,14 @@ def parse_completion(body: dict[str, Any]) -> CompletionParams:
     model = _model(body)
     prompts = _prompts(body)
     stream, include_usage = _stream(body)
-    _check_types("completion", body, skip={"prompt", "stop", "stream", "stream_options", "dimension_targets"})
+    _check_types("completion", body, skip={"prompt", "stop", "stream", "stream_options", "dimension_targets"}
+                 | _LOGPROB_PARAMS)
+    echo = _flag(body, "echo")
+    logprobs = None if body.get("logprobs") is None else _top_n(body["logprobs"], "logprobs")
+    if logprobs is not None:
+        _no_stream(stream, "logprobs")
     return CompletionParams(model, prompts, _sampling(body, "max_tokens"), stream, include_usage,
-                            parse_targets(body.get("dimension_targets")))
+                            parse_targets(body.get("dimension_targets")), logprobs, echo)
 
 
 SAMPLING_PARAMS = {"max_tokens", "temperature", "top_p", "stop", "seed"}

@@ -4,6 +4,11 @@
     POST /openai/v1/chat/completions     stream=true answers with server-sent events
     POST /openai/v1/completions          prompt: string, list of strings, token ids, lists of ids
 
+Log-probabilities (``amopo.serving.logprobs``): completions take ``logprobs`` = N and ``echo`` (the
+prompt, and with logprobs its scored tokens, before the completion; ``max_tokens: 0`` scores the
+prompt only): what lm-eval's ``local-completions`` sends for multiple-choice tasks. Chat takes
+``logprobs: true`` and ``top_logprobs`` = N for the generated tokens. Not with ``stream``.
+
 Responses are the ``openai`` package's types (ChatCompletion, ChatCompletionChunk, Completion,
 Model, ErrorObject) serialised as JSON, so any OpenAI client reads them. A request with
 ``dimension_targets`` (``amopo.serving.steering``) gets a top-level ``dimension_targets`` with the
@@ -28,6 +33,7 @@ from amopo.serving import openai_params
 from amopo.serving.engine import TextEngine
 from amopo.serving.errors import RequestError
 from amopo.serving.generation import Delta, GenerationRequest
+from amopo.serving.logprobs import TokenTexts, chat_logprobs, completion_logprobs
 from amopo.serving.metrics import REQUESTS
 from amopo.serving.steering import steer_chat, steer_prompts
 
@@ -102,6 +108,7 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
     from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
     openai_params.warm()
+    texts = TokenTexts(engine.tokenizer)
     created_at = int(time.time())
     router = APIRouter(prefix=PREFIX, tags=["OpenAI"])
 
@@ -137,7 +144,7 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
             check_model(params.model)
             messages, applied = steer_chat(engine.spec, params.messages, params.dimension_targets)
             gen = engine.request(engine.encode_chat(messages), params.sampling, param="messages",
-                                 max_tokens_param=params.max_tokens_param)
+                                 max_tokens_param=params.max_tokens_param, logprobs=params.logprobs)
             rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
             if params.stream:
                 return StreamingResponse(_sse(chat_chunks(rid, created, gen, params.include_usage, applied)),
@@ -146,7 +153,8 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
             return JSONResponse(ChatCompletion(
                 id=rid, object="chat.completion", created=created, model=model_name,
                 choices=[Choice(index=0, finish_reason=_finish(last.finish_reason),
-                                message=ChatCompletionMessage(role="assistant", content=text))],
+                                message=ChatCompletionMessage(role="assistant", content=text),
+                                logprobs=chat_logprobs(texts, last.logprobs) if last.logprobs is not None else None)],
                 usage=usage([gen], last.completion_tokens), **_steered(applied)).to_dict())
         return await answer("chat", request, handler)
 
@@ -174,23 +182,40 @@ def register_openai_routes(app: FastAPI, engine: TextEngine, model_name: str, *,
             check_model(params.model)
             prompts, applied = steer_prompts(engine.spec, params.prompts, params.dimension_targets)
             gens = [engine.request(engine.check_token_ids(p, "prompt") if isinstance(p, list)
-                                   else engine.encode_text(p), params.sampling, param="prompt")
+                                   else engine.encode_text(p), params.sampling, param="prompt",
+                                   logprobs=params.logprobs, allow_zero=params.echo,
+                                   prompt_logprobs=params.logprobs if params.echo else None)
                     for p in prompts]
+            # The prompt as text: what echo returns, and where the completion's text offsets start.
+            shown = [p if isinstance(p, str) else engine.tokenizer.decode(p, skip_special_tokens=True)
+                     for p in prompts]
             rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
             if params.stream:
-                return StreamingResponse(_sse(completion_chunks(rid, created, gens, params.include_usage, applied)),
-                                         media_type="text/event-stream")
+                echoed = shown if params.echo else None
+                return StreamingResponse(_sse(completion_chunks(rid, created, gens, params.include_usage, applied,
+                                                                echoed)), media_type="text/event-stream")
             results = await asyncio.gather(*(engine.complete(g) for g in gens))
-            choices = [CompletionChoice(index=i, text=text, finish_reason=_finish(last.finish_reason), logprobs=None)
-                       for i, (text, last) in enumerate(results)]
+            choices = []
+            for i, ((text, last), gen) in enumerate(zip(results, gens)):
+                logprobs = None
+                if params.logprobs is not None:
+                    logprobs = completion_logprobs(texts, last.prompt_logprobs, last.logprobs or [], gen.prompt_ids,
+                                                   len(shown[i]))
+                choices.append(CompletionChoice(index=i, text=(shown[i] if params.echo else "") + text,
+                                                finish_reason=_finish(last.finish_reason), logprobs=logprobs))
             return JSONResponse(Completion(
                 id=rid, object="text_completion", created=created, model=model_name, choices=choices,
                 usage=usage(gens, sum(last.completion_tokens for _, last in results)), **_steered(applied)).to_dict())
         return await answer("completions", request, handler)
 
     async def completion_chunks(rid: str, created: int, gens: list[GenerationRequest], include_usage: bool,
-                                applied: dict | None):
+                                applied: dict | None, echoed: list[str] | None):
         tokens, extra = 0, _steered(applied)
+        for i, text in enumerate(echoed or []):   # echo: each prompt's text comes first
+            choice = CompletionChoice.model_construct(index=i, text=text, logprobs=None, finish_reason=None)
+            yield Completion.model_construct(id=rid, object="text_completion", created=created, model=model_name,
+                                             choices=[choice], **extra)
+            extra = {}
         async for i, delta in _merge([engine.stream(g) for g in gens]):
             tokens += delta.completion_tokens if delta.finish_reason is not None else 0
             # Stream chunks carry finish_reason null, which the response type does not allow: construct.
