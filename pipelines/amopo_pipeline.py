@@ -1,5 +1,5 @@
 """The pipeline: prepare → plan → [train → evaluate] per objective → compare → select the best →
-gate → [register → deploy → smoke test → promote], inside an exit handler that cleans up whatever
+gate → [register → deploy → smoke test → endpoint check → promote], inside an exit handler that cleans up whatever
 happened.
 
 ``objectives`` (e.g. "amopo,simpo,dpo", or ablations such as "amopo:weighting=uniform") trains and
@@ -28,6 +28,7 @@ from amopo.registry.gate import DEFAULT_METRIC as GATE_METRIC
 from components.cleanup import clean_up
 from components.compare import compare_objectives
 from components.deploy import deploy_model
+from components.endpoint_check import check_endpoint
 from components.evaluate import evaluate_model
 from components.gate import gate_model
 from components.image import IMAGE
@@ -119,6 +120,9 @@ def amopo_pipeline(
     serving_service_account: str = "",
     deploy_timeout_minutes: int = 15,
     smoke_prompt: str = "In one sentence: what is a preference dataset used for?",
+    endpoint_check_tasks: str = "amopo_facts_mc",  # lm-eval tasks the endpoint must score as the checkpoint; "" skips
+    endpoint_check_limit: int = 20,
+    endpoint_check_tolerance: float = 0.05,
     local_state_dir: str = "runs/pipeline/serving",
     keep_serving: bool = False,
     compare_head_to_head: bool = True,
@@ -196,9 +200,15 @@ def amopo_pipeline(
                                                 prompt=smoke_prompt), "smoke test")
             kubernetes.use_secret_as_env(smoked, secret_name="amopo-serve", secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"},
                                          optional=True)
+            checked = _heavy(check_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
+                                            model=selected.outputs["model"], tasks=endpoint_check_tasks,
+                                            limit=endpoint_check_limit, tolerance=endpoint_check_tolerance),
+                             "check endpoint against checkpoint")
+            kubernetes.use_secret_as_env(checked, secret_name="amopo-serve",
+                                         secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"}, optional=True)
             promoted = _heavy(promote_model(registered_name=registered_model_name,
                                             version=registered.outputs["version"], gate_metric=gate_metric,
                                             min_improvement=gate_min_improvement, thresholds=gate_thresholds,
                                             mlflow_tracking_uri=mlflow_tracking_uri), "promote champion")
-            promoted.after(smoked)
+            promoted.after(smoked, checked)
             _with_secrets(promoted)

@@ -21,7 +21,7 @@ from tests.helpers.records import arithmetic_pairs, write_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "pipelines" / "amopo_pipeline.yaml"
 HEAVY = ["prepare-data", "train-model", "evaluate-model", "compare-objectives", "select-best", "register-model",
-         "deploy-model", "smoke-test-endpoint", "promote-model"]
+         "deploy-model", "smoke-test-endpoint", "check-endpoint", "promote-model"]
 
 
 def _compile(out: Path) -> None:
@@ -75,8 +75,8 @@ def test_dag_is_gated_and_cleans_up(compiled):
         "inputs.parameter_values['pipelinechannel--gate-model-Output'] == true"
     assert "gate-model" in condition["dependentTasks"]
     gated = _tasks(spec["components"][condition["componentRef"]["name"]])
-    assert set(gated) == {"register-model", "deploy-model", "smoke-test-endpoint", "promote-model"}
-    assert "smoke-test-endpoint" in gated["promote-model"]["dependentTasks"]
+    assert set(gated) == {"register-model", "deploy-model", "smoke-test-endpoint", "check-endpoint", "promote-model"}
+    assert {"smoke-test-endpoint", "check-endpoint"} <= set(gated["promote-model"]["dependentTasks"])
     assert gated["deploy-model"]["inputs"]["parameters"]["storage_uri"]["taskOutputParameter"]["producerTask"] \
         == "register-model"
     every = {**handler, **per_objective, **gated}
