@@ -13,6 +13,7 @@ def check_endpoint(url: str, model_name: str, model: dsl.Input[dsl.Model], tasks
     folder ``model``/model, and fails the run when they disagree beyond ``tolerance``: the served
     model is not the trained one (amopo.evaluate.lm_eval_tasks.compare_endpoint_to_folder). The
     endpoint's bearer token, if any, comes from AMOPO_SERVE_API_KEY."""
+    import os
     from pathlib import Path
 
     from amopo.evaluate.lm_eval_tasks import compare_endpoint_to_folder
@@ -23,7 +24,8 @@ def check_endpoint(url: str, model_name: str, model: dsl.Input[dsl.Model], tasks
         return False
     check = compare_endpoint_to_folder(f"{url.rstrip('/')}/openai/v1", model_name, str(Path(model.path) / "model"),
                                        names, limit=int(limit), tolerance=tolerance,
-                                       api_key_env="AMOPO_SERVE_API_KEY")
+                                       api_key_env="AMOPO_SERVE_API_KEY" if os.environ.get("AMOPO_SERVE_API_KEY")
+                                       else None)
     for key, values in check["metrics"].items():
         result.log_metric(f"endpoint/{key}", float(values["endpoint"]))
         result.log_metric(f"checkpoint/{key}", float(values["folder"]))

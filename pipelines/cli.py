@@ -2,23 +2,25 @@
 
     amopo pipeline compile [--output pipelines/amopo_pipeline.yaml]
     amopo pipeline submit --host URL [--experiment NAME] [--run-name NAME] [--param KEY=VALUE ...]
-    amopo pipeline run --local [--work-dir runs/pipeline] [--keep-serving] [--param KEY=VALUE ...]
+    amopo pipeline run --local [--work-dir runs/pipeline] [--keep-serving] [--verbose] [--param KEY=VALUE ...]
     amopo pipeline stop-serving [STATE_FILE]
 
 ``--param`` values are read as YAML (``max_steps=8``, ``train_options={lora: true}``); unknown
-names are refused with the list of parameters.
+names are refused with the list of parameters. ``run --local`` prints one line per step and keeps
+each step's full output in ``WORK_DIR/logs/<time>/<step>.log``; ``--verbose`` prints it all as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 
 import yaml
 
-from amopo.errors import ConfigError
+from amopo.errors import AmopoError, ConfigError
 
 COMPILED = Path(__file__).resolve().parent / "amopo_pipeline.yaml"
 
@@ -102,6 +104,8 @@ def main(argv: list[str]) -> int:
     rn.add_argument("--local", action="store_true", required=True, help="KFP's local subprocess runner")
     rn.add_argument("--work-dir", default="runs/pipeline", help="artifacts, MLflow store and server state")
     rn.add_argument("--keep-serving", action="store_true", help="leave the model server running at the end")
+    rn.add_argument("--verbose", action="store_true",
+                    help="print everything KFP and the steps print (it also goes to the step logs)")
     rn.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     st = sub.add_parser("stop-serving", help="stop a model server left running by `run --local --keep-serving`")
     st.add_argument("state_file", nargs="?", default=None)
@@ -114,17 +118,19 @@ def main(argv: list[str]) -> int:
                             run_name=args.run_name, namespace=args.namespace, package=args.package)
             print(f"submitted run {result['run_id']}: {result['run_url']}")
         elif args.action == "run":
+            # One machine trains one objective at a time (read when the pipeline module is imported).
+            os.environ.setdefault("AMOPO_PARALLEL_OBJECTIVES", "1")
             from pipelines.local_run import print_summary, run_local
 
             params = parse_params(args.param)
             if args.keep_serving:
                 params["keep_serving"] = True
-            print_summary(run_local(params, work_dir=args.work_dir))
+            print_summary(run_local(params, work_dir=args.work_dir, verbose=args.verbose))
         else:
             from pipelines.local_run import stop_serving
 
             print(stop_serving(args.state_file))
         return 0
-    except ConfigError as exc:
+    except AmopoError as exc:   # a bad parameter, or a failed step of the local run (PipelineRunError)
         print(f"amopo pipeline {args.action}: error: {exc}", file=sys.stderr)
         return 2

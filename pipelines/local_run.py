@@ -3,28 +3,29 @@
 Components run one after another as subprocesses of this Python (``SubprocessRunner(use_venv=False)``:
 the project's own environment, offline). Artifacts land under ``WORK_DIR/artifacts``; MLflow is
 the sqlite store ``WORK_DIR/mlflow`` unless a tracking URI is given; the deployment is `amopo serve`
-on 127.0.0.1, recorded under ``WORK_DIR/serving``.
+on 127.0.0.1, recorded under ``WORK_DIR/serving``. What the steps and KFP print goes to one log file
+per step under ``WORK_DIR/logs/<time>/`` (``WORK_DIR/logs/latest`` points at the newest); the console
+shows a line per step (pipelines/console.py), or everything as well with ``verbose``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
 
 from amopo.errors import AmopoError
+from pipelines.console import ANSI, Console, StepLogs, gate_reasons, read_task
 
 
 class PipelineRunError(AmopoError):
     """A step of the local pipeline run failed."""
 
 
-def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline") -> dict:
-    from kfp import local
-
-    from pipelines.amopo_pipeline import amopo_pipeline
-
+def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline", verbose: bool = False) -> dict:
     work = Path(work_dir).resolve()
     (work / "artifacts").mkdir(parents=True, exist_ok=True)
     params = dict(params)
@@ -32,37 +33,85 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline") -> dict:
     params.setdefault("local_state_dir", str(work / "serving"))
     if params["mlflow_tracking_uri"].startswith("sqlite:///"):
         Path(params["mlflow_tracking_uri"][len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    log_dir = new_log_dir(work / "logs")
+    console = None if verbose else Console(sys.stdout)
+    logs = StepLogs(log_dir, artifacts=work / "artifacts", console=console, echo=sys.stdout if verbose else None)
+    if console is not None:
+        console.print(f"amopo pipeline (local): one log per step in {log_dir}/")
+    started = time.time()
+    try:
+        with captured(logs, verbose=verbose):
+            _run_pipeline(params, work)
+    except RuntimeError as exc:
+        raise PipelineRunError(f"the local pipeline run failed: {ANSI.sub('', str(exc))} "
+                               f"(step logs: {log_dir}/)") from None
+    finally:
+        logs.close()
+    summary = collect_outputs(work / "artifacts", started, params)
+    summary["log_dir"] = str(log_dir)
+    summary["logs"] = {task: step["log"] for task, step in logs.steps.items()}
+    return summary
+
+
+def _run_pipeline(params: dict, work: Path) -> None:
+    from kfp import local
+
+    from pipelines.amopo_pipeline import amopo_pipeline
+
     # Running the image's components in this environment is the point of the local run, and display
     # names are for the UI: KFP's warnings about both would only be noise here.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message="Task .* have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "artifacts"),
                raise_on_error=True)
-    started = time.time()
+    amopo_pipeline(**params)
+
+
+@contextlib.contextmanager
+def captured(logs: StepLogs, *, verbose: bool):
+    """Send what KFP's local runner prints to ``logs`` (the per-step log files).
+
+    The runner (kfp 2.17) writes everything to ``sys.stdout`` as it is at the time: each task's
+    subprocess output (stderr merged in) is re-printed line by line, and its own messages go through
+    a logging handler it creates on ``sys.stdout`` for each task. Replacing ``sys.stdout`` for the
+    run is therefore enough; no KFP function is patched. ``sys.stderr`` is replaced too (unless
+    ``verbose``), so that warnings of this process (Python warnings, KFP's fallback logging) land in
+    the logs rather than on the console. ``logs`` copies every line to the real stdout when verbose.
+    """
+    errors = contextlib.nullcontext() if verbose else contextlib.redirect_stderr(logs)
+    with contextlib.redirect_stdout(logs), errors:
+        yield
+
+
+def new_log_dir(root: Path) -> Path:
+    """A fresh ``root/<time>/`` for this run's logs; ``root/latest`` links to it (where links work)."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+    for n in range(1, 1000):
+        folder = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+    latest, tmp = root / "latest", root / f".latest-{folder.name}"
     try:
-        amopo_pipeline(**params)
-    except RuntimeError as exc:
-        raise PipelineRunError(f"the local pipeline run failed: {exc}") from None
-    return collect_outputs(work / "artifacts", started, params)
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(folder.name)
+        tmp.replace(latest)
+    except OSError:
+        pass
+    return folder
 
 
 def _task_outputs(run: Path) -> dict[str, dict]:
-    """task folder name → {"params": output parameters, "artifacts": name → path}."""
-    tasks = {}
-    for folder in sorted(p for p in run.iterdir() if p.is_dir()):
-        record = folder / "executor_output.json"
-        data = json.loads(record.read_text()) if record.is_file() else {}
-        artifacts = {name: entry["artifacts"][0]["uri"] for name, entry in (data.get("artifacts") or {}).items()}
-        tasks[folder.name] = {"params": data.get("parameterValues") or {}, "artifacts": artifacts}
+    """task name → {"params": output parameters, "artifacts": name → path, "metadata": name → …}. A task
+    inside a ParallelFor (RUN/for-loop-N-iteration-I/TASK) counts by its first iteration."""
+    tasks: dict[str, dict] = {}
+    for depth in ("*", "*/*"):
+        for record in sorted(run.glob(f"{depth}/executor_output.json")):
+            tasks.setdefault(record.parent.name, read_task(record.parent))
     return tasks
-
-
-def _gate_reasons(decision_file: str | None) -> str | None:
-    """The reasons of the gate's decision (its Markdown artifact's "- " lines), joined by "; "."""
-    if not decision_file or not Path(decision_file).is_file():
-        return None
-    lines = Path(decision_file).read_text(encoding="utf-8").splitlines()
-    return "; ".join(line[2:] for line in lines if line.startswith("- "))
 
 
 def _recorded_url(state_file: Path) -> str | None:
@@ -83,7 +132,9 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
     def get(task: str, kind: str, name: str):
         return tasks.get(task, {}).get(kind, {}).get(name)
 
-    train_dir, eval_dir = get("train-model", "artifacts", "model"), get("evaluate-model", "artifacts", "results")
+    # the model that goes on to the gate: the best objective's (select-best) or the only one trained
+    train_dir = get("select-best", "artifacts", "model") or get("train-model", "artifacts", "model")
+    eval_dir = get("select-best", "artifacts", "results") or get("evaluate-model", "artifacts", "results")
     metrics = json.loads(Path(eval_dir, "metrics.json").read_text()) if eval_dir else {}
     endpoint = get("deploy-model", "params", "url")
     served_state = next((f for f in Path(params["local_state_dir"]).glob("*.json")
@@ -95,11 +146,14 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
         "plots": [str(p) for d in (train_dir, eval_dir) if d for p in sorted(Path(d).glob("*.png"))],
         "reports": [a for t in tasks.values() for n, a in t["artifacts"].items() if n in ("curves", "report")],
         "mlflow_tracking_uri": params["mlflow_tracking_uri"],
-        "mlflow_run_id": get("train-model", "params", "Output"),
+        "mlflow_run_id": (get("select-best", "metadata", "model") or {}).get("mlflow_run_id")
+                         or get("train-model", "params", "Output"),
+        "best_objective": get("compare-objectives", "params", "Output"),
+        "compared": (get("compare-objectives", "metadata", "comparison") or {}).get("objectives"),
         "heldout_accuracy": metrics.get("pref_accuracy/mean_dimensions"),
         "heldout_accuracy_base": metrics.get("pref_base_accuracy/mean_dimensions"),
         "gate_passed": get("gate-model", "params", "Output"),
-        "gate_reasons": _gate_reasons(get("gate-model", "artifacts", "decision")),
+        "gate_reasons": "; ".join(gate_reasons(get("gate-model", "artifacts", "decision"))) or None,
         "registered_version": get("register-model", "params", "version"),
         "registered_uri": get("register-model", "params", "model_uri"),
         "endpoint_url": endpoint,
@@ -126,10 +180,14 @@ def print_summary(summary: dict) -> None:
         line("plot", path)
     line("MLflow store", summary["mlflow_tracking_uri"])
     line("MLflow training run", summary["mlflow_run_id"])
+    if len(summary.get("compared") or []) > 1:
+        line("best objective", f"{summary['best_objective']} (of {', '.join(summary['compared'])})")
     if summary["heldout_accuracy"] is not None:
         base = summary["heldout_accuracy_base"]
         line("held-out accuracy", f"{summary['heldout_accuracy']:.3f}" + (f" (base model {base:.3f})" if base is not None else ""))
-    line("gate", ("passed" if summary["gate_passed"] else "rejected") + f": {summary['gate_reasons']}")
+    if summary["gate_passed"] is not None:
+        line("gate", ("passed" if summary["gate_passed"] else "rejected")
+             + (f": {summary['gate_reasons']}" if summary["gate_reasons"] else ""))
     line("registered", summary["registered_uri"] and f"{summary['registered_uri']} (alias challenger)")
     line("served at", summary["endpoint_url"] and (summary["endpoint_url"] + (
         " (still running; stop: amopo pipeline stop-serving)" if summary["still_serving"] else " (stopped at the end)")))
@@ -138,6 +196,9 @@ def print_summary(summary: dict) -> None:
         line("champion", f"version {summary['champion_version']}"
              + (" (this run's model, newly promoted)" if summary["promoted"] else " (unchanged)"))
     line("pipeline state", summary["final_state"])
+    if summary.get("log_dir"):
+        line("step logs", f"{summary['log_dir']}/<step>.log ({len(summary.get('logs') or {})} steps; "
+                          f"the runner's own lines in pipeline.log)")
 
 
 def stop_serving(state_file: str | None) -> str:

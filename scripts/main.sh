@@ -3,7 +3,9 @@
 # runner — prepare the shipped sample data, AMoPO-train the embedded SmolLM2-135M-Instruct, evaluate
 # it against its base model, gate, register it in the embedded MLflow store, serve it with
 # `amopo serve` on 127.0.0.1, smoke-test the endpoint and promote it to champion.
-# Extra arguments go to `amopo pipeline run`, e.g. --keep-serving or --param max_steps=8.
+# It prints one line per step; each step's full output is in runs/pipeline/logs/latest/<step>.log.
+# Extra arguments go to `amopo pipeline run`, e.g. --keep-serving, --verbose (print everything as
+# well) or --param max_steps=8.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"

@@ -78,9 +78,24 @@ def test_models_uri_resolves_to_the_hf_folder(sqlite_store, tmp_path):
     assert hf_artifact_uri("models:/tiny@challenger", uri) == summary["hf_artifact_uri"]
     assert hf_artifact_uri("models:/tiny/1", uri) == summary["hf_artifact_uri"]
     local = download_hf_folder("models:/tiny@challenger", uri, cache_root=tmp_path)
-    assert local == tmp_path / "tiny" / "1"
+    assert local.parent == tmp_path / "tiny" and local.name.startswith("1-")
     assert load_model(str(local)).config.vocab_size == len(load_tokenizer(str(local)))
     assert download_hf_folder("models:/tiny@challenger", uri, cache_root=tmp_path) == local   # cached
+
+
+def test_version_1_of_another_store_is_never_served_from_the_cache(sqlite_store, tmp_path, tiny_model_dir):
+    from amopo.registry.resolve import download_hf_folder
+
+    uri, _, _, _ = sqlite_store
+    other_uri = f"sqlite:///{tmp_path / 'other.db'}"
+    other = make_training_output(tmp_path / "train", tiny_model_dir)
+    (other / "model" / "config.json").write_text(
+        (other / "model" / "config.json").read_text().replace('"rms_norm_eps"', '"note": "other", "rms_norm_eps"'))
+    _register(other, other_uri, "tiny", write_eval_metrics(tmp_path / "eval" / "metrics.json", **EVAL))
+    first = download_hf_folder("models:/tiny/1", uri, cache_root=tmp_path / "cache")
+    second = download_hf_folder("models:/tiny/1", other_uri, cache_root=tmp_path / "cache")
+    assert first != second and '"note": "other"' in (second / "config.json").read_text()
+    assert '"note"' not in (first / "config.json").read_text()
 
 
 def test_serve_resolves_models_uris(sqlite_store, tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ cache (``$AMOPO_CACHE/registry/NAME/VERSION``) once and serves the local copy.
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import re
 import shutil
@@ -58,14 +60,18 @@ def hf_artifact_uri(uri: str, tracking_uri: str | None = None) -> str:
 
 
 def download_hf_folder(uri: str, tracking_uri: str | None = None, cache_root: str | Path | None = None) -> Path:
-    """Download the HF folder behind ``uri`` into the cache once (atomically) and return its path."""
+    """Download the HF folder behind ``uri`` into the cache once (atomically) and return its path.
+
+    The cache entry is keyed by the version's artifact URI, not by name and version alone: two MLflow
+    stores both have an ``amopo`` version 1, and one must never be served for the other."""
     import mlflow.artifacts
 
     from amopo.models import cache_dir
 
     found = resolve(uri, tracking_uri)
     root = Path(cache_root) if cache_root else cache_dir() / "registry"
-    target = root / found.name / str(found.version)
+    key = hashlib.sha256(f"{found.tracking_uri}|{found.hf_artifact_uri}".encode()).hexdigest()[:16]
+    target = root / found.name / f"{found.version}-{key}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
