@@ -150,8 +150,9 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
                          or get("train-model", "params", "Output"),
         "best_objective": get("compare-objectives", "params", "Output"),
         "compared": (get("compare-objectives", "metadata", "comparison") or {}).get("objectives"),
-        "heldout_accuracy": metrics.get("pref_accuracy/mean_dimensions"),
-        "heldout_accuracy_base": metrics.get("pref_base_accuracy/mean_dimensions"),
+        # the gate's metric: plain-prompt accuracy (the conditioned prompts show the chosen score)
+        "heldout_accuracy": metrics.get("pref_accuracy/plain"),
+        "heldout_accuracy_base": metrics.get("pref_base_accuracy/plain"),
         "gate_passed": get("gate-model", "params", "Output"),
         "gate_reasons": "; ".join(gate_reasons(get("gate-model", "artifacts", "decision"))) or None,
         "registered_version": get("register-model", "params", "version"),
@@ -184,7 +185,7 @@ def print_summary(summary: dict) -> None:
         line("best objective", f"{summary['best_objective']} (of {', '.join(summary['compared'])})")
     if summary["heldout_accuracy"] is not None:
         base = summary["heldout_accuracy_base"]
-        line("held-out accuracy", f"{summary['heldout_accuracy']:.3f}" + (f" (base model {base:.3f})" if base is not None else ""))
+        line("held-out plain acc.", f"{summary['heldout_accuracy']:.3f}" + (f" (base model {base:.3f})" if base is not None else ""))
     if summary["gate_passed"] is not None:
         line("gate", ("passed" if summary["gate_passed"] else "rejected")
              + (f": {summary['gate_reasons']}" if summary["gate_reasons"] else ""))
