@@ -7,14 +7,23 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare_data(data_source: str, data_format: str, eval_source: str, dimensions: str, base_model: str,
-                 max_length: int, prepare_options: dict, dataset: dsl.Output[dsl.Dataset]) -> int:
+                 max_length: int, prepare_options: dict, dataset: dsl.Output[dsl.Dataset],
+                 annotated: dsl.Input[dsl.Dataset] = None) -> int:
     """Writes the prepared folder (train.jsonl, eval.jsonl, tokenisation cache) as ``dataset``;
     returns the number of training pairs. ``dimensions``: comma-separated, empty = the defaults.
-    ``prepare_options``: any other `amopo prepare` option by name (e.g. {"steer_both_orientations": true})."""
+    ``prepare_options``: any other `amopo prepare` option by name (e.g. {"steer_both_orientations": true}).
+    ``annotated``: annotate_data's output; when it annotated the sources, its files are read instead."""
+    from amopo.annotate.step import annotated_inputs
     from amopo.data.prepare import PrepareConfig, prepare
 
     options = {**prepare_options, "input": data_source, "format": data_format, "eval_input": eval_source or None,
                "output": dataset.path, "model": base_model or None, "max_length": max_length}
+    files = annotated_inputs(annotated.path if annotated is not None else None)
+    if files is not None:
+        options["input"], options["eval_input"] = files
+        if data_source == "sample":
+            options["format"] = "amopo"
+        print(f"prepare: reading the annotated data {files[0]}" + (f" and {files[1]}" if files[1] else ""))
     if dimensions.strip():
         options["dimensions"] = [d.strip() for d in dimensions.split(",") if d.strip()]
     cfg = PrepareConfig(**options)

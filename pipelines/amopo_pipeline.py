@@ -1,4 +1,4 @@
-"""The pipeline: prepare → plan → [train → evaluate] per objective → compare → select the best →
+"""The pipeline: [annotate →] prepare → plan → [train → evaluate] per objective → compare → select the best →
 gate → [register → deploy → smoke test → endpoint check → promote], inside an exit handler that cleans up whatever
 happened.
 
@@ -7,6 +7,9 @@ evaluates each entry in a ParallelFor on the same prepared data, base model, ins
 judge, each at its objective's own β unless set (amopo.compare.plan); the comparison report goes to
 MLflow as a parent run of the entries' runs, and the best entry on ``gate_metric`` goes on to the
 gate and the registry. Empty ``objectives`` trains ``objective`` alone, as a comparison of one.
+``register_candidates`` also registers every compared objective as an alias-free version tagged
+with its entry (amopo.registry.candidates). ``annotate_dimension`` (e.g. instruction_following, which
+raw HelpSteer2 lacks) has the judge score it on the data before prepare (amopo.annotate.step).
 
 Every parameter's default is the embedded one-machine setting (shipped sample data, SmolLM2-135M,
 sqlite MLflow, `amopo serve` on 127.0.0.1); on a cluster set launcher="trainjob",
@@ -25,6 +28,7 @@ import os
 from kfp import dsl, kubernetes
 
 from amopo.registry.gate import DEFAULT_METRIC as GATE_METRIC
+from components.annotate import annotate_data
 from components.cleanup import clean_up
 from components.compare import compare_objectives
 from components.deploy import deploy_model
@@ -35,7 +39,7 @@ from components.image import IMAGE
 from components.plan import plan_objectives
 from components.prepare import prepare_data
 from components.promote import promote_model
-from components.register import register_model
+from components.register import register_candidates as register_all_candidates, register_model
 from components.select import select_best
 from components.smoke_test import smoke_test_endpoint
 from components.train import train_model
@@ -73,6 +77,8 @@ def amopo_pipeline(
     base_model: str = EMBEDDED_MODEL,
     max_length: int = 1024,
     prepare_options: dict = {},
+    annotate_dimension: str = "",  # e.g. instruction_following: the judge scores it where the data lacks it; "" skips
+    annotate_options: dict = {},
     objective: str = "amopo",
     objectives: str = "",
     beta: float = -1.0,  # < 0: each objective's own default (0.8 amopo/simpo, 0.1 dpo/modpo)
@@ -128,14 +134,19 @@ def amopo_pipeline(
     compare_head_to_head: bool = True,
     compare_head_to_head_instructions: int = 0,
     compare_options: dict = {},
+    register_candidates: bool = False,  # every compared objective as a tagged version (no alias)
 ):
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     cleanup = clean_up(target=deploy_target, state_dir=local_state_dir, run_id=run_id, keep_serving=keep_serving)
     cleanup.set_display_name("clean up")
     with dsl.ExitHandler(cleanup, name="amopo"):
+        annotated = _heavy(annotate_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
+                                         dimension=annotate_dimension, judge=judge, judge_model_name=judge_model_name,
+                                         annotate_options=annotate_options), "annotate data")
+        _with_secrets(annotated, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
         prepared = _heavy(prepare_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
                                        dimensions=dimensions, base_model=base_model, max_length=max_length,
-                                       prepare_options=prepare_options),
+                                       prepare_options=prepare_options, annotated=annotated.outputs["annotated"]),
                           "prepare data")
         plan = plan_objectives(objectives=objectives, objective=objective, learning_rate=learning_rate, beta=beta,
                                train_options=train_options)
@@ -177,6 +188,12 @@ def amopo_pipeline(
             trainings=dsl.Collected(trained.outputs["model"]), evaluations=dsl.Collected(evaluated.outputs["results"]),
             labels=plan.output, best=compared.outputs["Output"], comparison=compared.outputs["comparison"]),
             "select best")
+        candidates = _heavy(register_all_candidates(
+            enabled=register_candidates, trainings=dsl.Collected(trained.outputs["model"]),
+            evaluations=dsl.Collected(evaluated.outputs["results"]), labels=plan.output,
+            comparison=compared.outputs["comparison"], registered_name=registered_model_name,
+            mlflow_tracking_uri=mlflow_tracking_uri), "register candidates")
+        _with_secrets(candidates)
 
         gate = gate_model(results=selected.outputs["results"], gate_metric=gate_metric,
                           min_improvement=gate_min_improvement, thresholds=gate_thresholds,
@@ -186,6 +203,7 @@ def amopo_pipeline(
             registered = _heavy(register_model(model=selected.outputs["model"], results=selected.outputs["results"],
                                                registered_name=registered_model_name,
                                                mlflow_tracking_uri=mlflow_tracking_uri), "register challenger")
+            registered.after(candidates)   # so that the challenger reuses its candidate version
             _with_secrets(registered)
             deployed = _heavy(deploy_model(
                 model_uri=registered.outputs["model_uri"], storage_uri=registered.outputs["storage_uri"],

@@ -137,6 +137,14 @@ def _plan(task: dict, folder: Path) -> list:
     return [bool(labels) and f"objectives: {', '.join(labels)}"]
 
 
+def _annotate(task: dict, folder: Path) -> list:
+    meta, scored = task["metadata"].get("annotated", {}), task["params"].get("Output")
+    if not meta.get("dimension"):
+        return ["skipped (no annotate_dimension)"]
+    return [f"{meta['dimension']}: {_count(scored)} responses scored",
+            meta.get("unparseable") and f"{_count(meta['unparseable'])} unparseable"]
+
+
 def _prepare(task: dict, folder: Path) -> list:
     meta = task["metadata"].get("dataset", {})
     pairs = task["params"].get("Output", meta.get("train_pairs"))
@@ -193,6 +201,14 @@ def _register(task: dict, folder: Path) -> list:
     return [version is not None and f"version {_count(version)}" + (f" ({uri})" if uri else "")]
 
 
+def _candidates(task: dict, folder: Path) -> list:
+    done = task["params"].get("Output")
+    if done is None:
+        return []
+    pairs = [item.rpartition("=") for item in done.split(",") if item]
+    return ["registered " + ", ".join(f"{label} as version {v}" for label, _, v in pairs) if pairs else "off"]
+
+
 def _deploy(task: dict, folder: Path) -> list:
     return [task["params"].get("url")]
 
@@ -227,8 +243,9 @@ def _clean_up(task: dict, folder: Path) -> list:
 
 
 FIGURES: dict[str, Callable[[dict, Path], list]] = {
-    "prepare-data": _prepare, "plan-objectives": _plan, "train-model": _train, "evaluate-model": _evaluate,
-    "compare-objectives": _compare, "select-best": _select, "gate-model": _gate, "register-model": _register,
+    "annotate-data": _annotate, "prepare-data": _prepare, "plan-objectives": _plan, "train-model": _train,
+    "evaluate-model": _evaluate, "compare-objectives": _compare, "select-best": _select,
+    "register-candidates": _candidates, "gate-model": _gate, "register-model": _register,
     "deploy-model": _deploy, "smoke-test-endpoint": _smoke, "check-endpoint": _check_endpoint,
     "promote-model": _promote, "clean-up": _clean_up,
 }

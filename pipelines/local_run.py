@@ -150,6 +150,8 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
                          or get("train-model", "params", "Output"),
         "best_objective": get("compare-objectives", "params", "Output"),
         "compared": (get("compare-objectives", "metadata", "comparison") or {}).get("objectives"),
+        "comparison_dir": get("compare-objectives", "artifacts", "comparison"),
+        "candidates": get("register-candidates", "params", "Output") or None,
         # the gate's metric: plain-prompt accuracy (the conditioned prompts show the chosen score)
         "heldout_accuracy": metrics.get("pref_accuracy/plain"),
         "heldout_accuracy_base": metrics.get("pref_base_accuracy/plain"),
@@ -165,6 +167,19 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
         "serving_state": str(served_state) if served_state.is_file() else None,
         "final_state": get("clean-up", "params", "Output"),
     }
+
+
+def comparison_table(folder: str | None) -> str | None:
+    """The first Markdown table of ``folder``/comparison.md (the objectives' figures), or None."""
+    try:
+        lines = Path(folder, "comparison.md").read_text(encoding="utf-8").splitlines() if folder else []
+    except OSError:
+        return None
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
 
 
 def print_summary(summary: dict) -> None:
@@ -183,6 +198,12 @@ def print_summary(summary: dict) -> None:
     line("MLflow training run", summary["mlflow_run_id"])
     if len(summary.get("compared") or []) > 1:
         line("best objective", f"{summary['best_objective']} (of {', '.join(summary['compared'])})")
+        line("comparison", summary.get("comparison_dir") and f"{summary['comparison_dir']}/comparison.md (.html)")
+        table = comparison_table(summary.get("comparison_dir"))
+        if table:
+            print(table)
+    line("candidates", summary.get("candidates") and ", ".join(
+        f"{label} = version {v}" for label, _, v in (c.rpartition("=") for c in summary["candidates"].split(","))))
     if summary["heldout_accuracy"] is not None:
         base = summary["heldout_accuracy_base"]
         line("held-out plain acc.", f"{summary['heldout_accuracy']:.3f}" + (f" (base model {base:.3f})" if base is not None else ""))

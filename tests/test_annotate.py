@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -323,3 +324,50 @@ def test_the_helpsteer2_reader_takes_annotated_columns(tmp_path):
     rows[1][DIM] = "high"
     with pytest.raises(DataError, match=rf"hs2.jsonl:2 field '{DIM}': expected a finite number, got 'high'"):
         read_helpsteer2(str(write_jsonl(tmp_path / "hs2.jsonl", rows)))
+
+
+# --- the pipeline step before prepare -------------------------------------------------------------
+
+def test_the_pipeline_step_annotates_both_splits_and_prepare_reads_them(tiny_model_dir, tmp_path):
+    from kfp import dsl
+
+    from amopo.annotate.step import annotate_sources, annotated_inputs
+    from components.annotate import annotate_data
+    from components.prepare import prepare_data
+
+    train, held = write_jsonl(tmp_path / "train.jsonl", hs2_rows()), write_jsonl(tmp_path / "eval.jsonl", hs2_rows()[:4])
+    out = dsl.Dataset(name="annotated", uri=str(tmp_path / "annotated"), metadata={})
+    scored = annotate_data.python_func(data_source=str(train), data_format="helpsteer2", eval_source=str(held),
+                                       dimension=DIM, judge=str(tiny_model_dir), judge_model_name="",
+                                       annotate_options={"judge_top_k": 512, "progress": False}, annotated=out)
+    assert scored == 10 and out.metadata["unparseable"] == 0
+    assert out.metadata["files"] == {"train": "train.jsonl", "eval": "eval.jsonl"}
+    files = annotated_inputs(out.path)
+    assert files == (str(tmp_path / "annotated" / "train.jsonl"), str(tmp_path / "annotated" / "eval.jsonl"))
+    assert all(DIM in row for row in read_jsonl(Path(files[1])))
+    record = json.loads((tmp_path / "annotated" / "annotation.json").read_text())
+    assert record["sources"] == {"train": str(train), "eval": str(held)} and record["counts"]["eval"]["scored"] == 4
+
+    dataset = dsl.Dataset(name="dataset", uri=str(tmp_path / "data"), metadata={})
+    pairs = prepare_data.python_func(data_source=str(train), data_format="helpsteer2", eval_source=str(held),
+                                     dimensions=f"overall,helpfulness,{DIM}", base_model="", max_length=256,
+                                     prepare_options={}, dataset=dataset, annotated=out)
+    assert pairs == 3 and dataset.metadata["eval_pairs"] == 2 and DIM in dataset.metadata["dimensions"]
+
+    # no dimension: nothing annotated, prepare reads the data as given (and so stops on the missing score)
+    skipped = annotate_sources(tmp_path / "none", str(train), "helpsteer2", "", "", judge=str(tiny_model_dir))
+    assert skipped["dimension"] is None and annotated_inputs(tmp_path / "none") is None
+    with pytest.raises(DataError, match=f"'{DIM}' is requested but no record scores it"):
+        prepare_data.python_func(data_source=str(train), data_format="helpsteer2", eval_source="",
+                                 dimensions=f"overall,{DIM}", base_model="", max_length=256, prepare_options={},
+                                 dataset=dsl.Dataset(name="d", uri=str(tmp_path / "d2"), metadata={}),
+                                 annotated=dsl.Dataset(name="a", uri=str(tmp_path / "none"), metadata={}))
+
+
+def test_the_pipeline_step_refuses_options_that_its_parameters_set(tmp_path):
+    from amopo.annotate.step import annotate_sources
+    from amopo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="annotate options: judge, output come from the pipeline's own parameters"):
+        annotate_sources(tmp_path, "sample", "amopo", "", DIM, judge="x", options={"output": "o.jsonl", "judge": "y"})
+    assert not (tmp_path / "annotation.json").exists()

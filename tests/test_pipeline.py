@@ -20,8 +20,9 @@ from tests.helpers.records import arithmetic_pairs, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "pipelines" / "amopo_pipeline.yaml"
-HEAVY = ["prepare-data", "train-model", "evaluate-model", "compare-objectives", "select-best", "register-model",
-         "deploy-model", "smoke-test-endpoint", "check-endpoint", "promote-model"]
+HEAVY = ["annotate-data", "prepare-data", "train-model", "evaluate-model", "compare-objectives", "select-best",
+         "register-candidates", "register-model", "deploy-model", "smoke-test-endpoint", "check-endpoint",
+         "promote-model"]
 
 
 def _compile(out: Path) -> None:
@@ -57,7 +58,10 @@ def test_dag_is_gated_and_cleans_up(compiled):
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     handler = _tasks(spec["components"][root["exit-handler-1"]["componentRef"]["name"]])
     (cond_name,) = [name for name in handler if name.startswith("condition-")]
-    assert {"prepare-data", "plan-objectives", "compare-objectives", "select-best", "gate-model"} <= set(handler)
+    assert {"annotate-data", "prepare-data", "plan-objectives", "compare-objectives", "select-best",
+            "register-candidates", "gate-model"} <= set(handler)
+    assert handler["prepare-data"]["inputs"]["artifacts"]["annotated"]["taskOutputArtifact"]["producerTask"] \
+        == "annotate-data"
     (loop_name,) = [name for name in handler if name.startswith("for-loop-")]
     loop = handler[loop_name]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-objectives-Output"
@@ -77,6 +81,8 @@ def test_dag_is_gated_and_cleans_up(compiled):
     gated = _tasks(spec["components"][condition["componentRef"]["name"]])
     assert set(gated) == {"register-model", "deploy-model", "smoke-test-endpoint", "check-endpoint", "promote-model"}
     assert {"smoke-test-endpoint", "check-endpoint"} <= set(gated["promote-model"]["dependentTasks"])
+    # the challenger is registered after the candidates, so that it reuses the best one's version
+    assert "register-candidates" in condition["dependentTasks"]
     assert gated["deploy-model"]["inputs"]["parameters"]["storage_uri"]["taskOutputParameter"]["producerTask"] \
         == "register-model"
     every = {**handler, **per_objective, **gated}
@@ -130,8 +136,9 @@ def test_submit_to_an_unreachable_server_is_one_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, tiny_model_dir):
-    """One whole local pipeline run (KFP SubprocessRunner) on a tiny model, then a second run whose
-    gate rejects, in the same MLflow store."""
+    """One whole local pipeline run (KFP SubprocessRunner) on a tiny model: coherence annotated by the
+    judge, AMoPO and DPO trained, compared and both registered, the best gated, served and promoted;
+    then a second run, of one objective, whose gate rejects, in the same MLflow store."""
     from pipelines.local_run import print_summary, run_local
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -146,7 +153,8 @@ def local_run(tmp_path_factory, tiny_model_dir):
     # the first run as `amopo pipeline run --local` shows it: its console, summary included
     screen = io.StringIO()
     with contextlib.redirect_stdout(screen):
-        first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4"}, work_dir=root / "work")
+        first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4", "objectives": "amopo,dpo",
+                           "register_candidates": True, "annotate_dimension": "coherence"}, work_dir=root / "work")
         print_summary(first)
     first["console"] = screen.getvalue()
     second = run_local({**common, "gate_thresholds": "pref_accuracy/mean_dimensions>1.5"}, work_dir=root / "work")
@@ -161,9 +169,14 @@ def test_local_run_registers_serves_smoke_tests_and_promotes(local_run):
     assert first["final_state"] == "SUCCEEDED" and first["gate_passed"] is True
     assert Path(first["model_dir"], "model.safetensors").is_file()
     assert json.loads(Path(first["metrics_path"]).read_text())["pref_accuracy/pairs"] == 4
-    assert first["registered_uri"] == "models:/amopo/1" and first["registered_version"] == 1
+    # both objectives registered as candidates (in plan order); the gate's choice reuses its version
+    best = first["best_objective"]
+    versions = dict(c.rpartition("=")[::2] for c in first["candidates"].split(","))
+    assert list(versions) == ["amopo", "dpo"] and sorted(versions.values()) == ["1", "2"]
+    assert first["registered_version"] == int(versions[best])
+    assert first["registered_uri"] == f"models:/amopo/{versions[best]}"
     assert first["endpoint_url"].startswith("http://127.0.0.1:") and first["smoke_reply"]
-    assert first["promoted"] is True and first["champion_version"] == 1
+    assert first["promoted"] is True and first["champion_version"] == int(versions[best])
     # the exit handler stopped the server: nothing answers any more, no state is left
     assert first["still_serving"] is False
     with pytest.raises(OSError):
@@ -171,8 +184,41 @@ def test_local_run_registers_serves_smoke_tests_and_promotes(local_run):
         urllib.request.urlopen(first["endpoint_url"] + "/v2/health/live", timeout=3)
     client = MlflowClient(first["mlflow_tracking_uri"])
     champion = client.get_model_version_by_alias("amopo", "champion")
-    assert champion.version in ("1", 1) and champion.tags["amopo.gate.decision"] == "promoted"
+    assert str(champion.version) == versions[best] and champion.tags["amopo.gate.decision"] == "promoted"
+    for label, version in versions.items():
+        tags = client.get_model_version("amopo", version).tags
+        assert tags["amopo.comparison.label"] == label and tags["amopo.objective"] == label
+        assert tags["amopo.comparison.role"] == ("best" if label == best else "candidate")
     assert any(p.endswith("training_curves.png") for p in first["plots"])
+
+
+@pytest.mark.slow
+def test_the_comparison_run_trains_each_objective_at_its_own_beta_and_nests_its_runs(local_run):
+    from mlflow.tracking import MlflowClient
+
+    first, _ = local_run
+    run = Path(first["run_dir"])
+    betas = {}
+    for summary in run.glob("for-loop-*/train-model*/model/metrics.json"):
+        trained = json.loads(summary.read_text())
+        betas[trained["loss"]] = trained["beta"]
+    assert betas == {"amopo": 0.8, "dpo": 0.1}
+    flat = json.loads(Path(first["comparison_dir"], "comparison.json").read_text())
+    assert flat["objectives"] == ["amopo", "dpo"] and flat["best"] == first["best_objective"]
+    assert {"amopo/pref_accuracy/plain", "dpo/pref_accuracy/plain", "dpo/train/tokens_per_s"} <= set(flat)
+    table = "\n".join(line for line in first["console"].splitlines() if line.startswith("|"))
+    assert "held-out accuracy (plain prompt)" in table and "| amopo" in table.replace("|  ", "| ")
+    client = MlflowClient(first["mlflow_tracking_uri"])
+    (parent,) = client.search_runs(client.get_experiment_by_name("amopo-pipeline").experiment_id
+                                   and [client.get_experiment_by_name("amopo-pipeline").experiment_id],
+                                   "tags.`amopo.kind` = 'comparison'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["amopo.comparison_label"] for c in children) == ["amopo", "dpo"]
+    # the judge annotated coherence before prepare, and the prepared records carry it
+    record = json.loads(next(run.glob("annotate-data/annotated/annotation.json")).read_text())
+    assert record["dimension"] == "coherence" and record["counts"]["train"]["to_score"] == 16
+    prepared = next(run.glob("prepare-data/dataset/train.jsonl")).read_text().splitlines()
+    assert all("coherence" in json.loads(line)["chosen"] for line in prepared)
 
 
 @pytest.mark.slow
@@ -186,7 +232,10 @@ def test_the_local_run_console_is_one_screen_and_the_step_logs_hold_the_detail(l
         assert any(re.match(rf"\[ *\d+:\d\d\] {task} +done ", line) for line in lines), (task, first["console"])
     done = {m[1]: line for line in lines if (m := re.match(r"\[[ \d:]+\] (\S+) +done ", line))}
     assert "8 train pairs" in done["prepare-data"] and "2 steps" in done["train-model"]
-    assert "version 1 (models:/amopo/1)" in done["register-model"] and "champion: version 1" in done["promote-model"]
+    v = first["registered_version"]
+    assert f"version {v} (models:/amopo/{v})" in done["register-model"] and f"champion: version {v}" in done["promote-model"]
+    assert done["annotate-data"].endswith("coherence: 24 responses scored")
+    assert re.search(r"registered amopo as version \d, dpo as version \d$", done["register-candidates"])
     assert first["endpoint_url"] in done["deploy-model"] and "s  passed: " in done["gate-model"]
     assert f"step logs             {first['log_dir']}/" in first["console"]
     train_log = Path(first["logs"]["train-model"]).read_text()
@@ -207,4 +256,4 @@ def test_a_rejected_gate_registers_and_deploys_nothing(local_run):
     assert "threshold pref_accuracy/mean_dimensions>1.5 fails" in second["gate_reasons"]
     assert second["registered_uri"] is None and second["endpoint_url"] is None and second["promoted"] is None
     client = MlflowClient(second["mlflow_tracking_uri"])
-    assert [v.version for v in client.search_model_versions("name='amopo'")] in (["1"], [1])
+    assert sorted(str(v.version) for v in client.search_model_versions("name='amopo'")) == ["1", "2"]

@@ -234,3 +234,51 @@ def test_round_trip_and_gate_over_http(mlflow_server, tiny_model_dir, tmp_path):
     tags = _client(uri).get_model_version("served", str(second["version"])).tags
     assert tags["amopo.gate.decision"] == "rejected"
     assert _register(train_dir, uri, "served", worse)["reused"]
+
+
+# --- every candidate of a comparison -----------------------------------------------------------------
+
+def _comparison(root, objectives, best):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "comparison.json").write_text(json.dumps({"objectives": objectives, "best": best,
+                                                      "leader/pref_accuracy/plain/within_noise": True}))
+    (root / "comparison.md").write_text("# Objectives compared\n")
+    return root
+
+
+def test_every_candidate_registers_tagged_and_the_challenger_reuses_its_version(sqlite_store, tmp_path, tiny_model_dir):
+    from amopo.errors import ConfigError
+    from amopo.registry.candidates import register_candidates
+
+    uri = sqlite_store[0]
+    labels, trains, evals = ["simpo", "dpo"], [], []
+    for label, acc in zip(labels, (0.6, 0.8)):
+        trains.append(make_training_output(tmp_path / label, tiny_model_dir, final_accuracy=acc, loss=label,
+                                           run_id=f"run-{label}"))
+        evals.append(write_eval_metrics(tmp_path / f"eval-{label}" / "metrics.json", pref_accuracy__plain=acc).parent)
+        (evals[-1] / "report.json").write_text(json.dumps({"model": str(trains[-1] / "model")}))
+    comparison = _comparison(tmp_path / "comparison", labels, "dpo")
+    done = register_candidates(labels, trains, list(reversed(evals)), comparison, name="cands", tracking_uri=uri)
+    assert [(d["label"], d["version"], d["reused"]) for d in done] == [("simpo", 1, False), ("dpo", 2, False)]
+    client = _client(uri)
+    assert client.get_registered_model("cands").aliases == {}          # no alias moved
+    for d, role in zip(done, ("candidate", "best")):
+        tags = client.get_model_version("cands", str(d["version"])).tags
+        assert tags["amopo.comparison.label"] == d["label"] and tags["amopo.comparison.role"] == role
+        assert tags["amopo.comparison.best"] == "dpo" and tags["amopo.comparison.objectives"] == "simpo,dpo"
+        assert tags["amopo.comparison.within_noise.pref_accuracy/plain"] == "True"
+    # each version holds its own evaluation (paired by the model evaluated, not by order)
+    assert client.get_model_version("cands", "1").tags["metric.pref_accuracy/plain"] == "0.6"
+
+    # the gate's registration of the best finds that version and gives it the alias
+    challenger = _register(trains[1], uri, "cands", evals[1] / "metrics.json", comparison=str(comparison),
+                           comparison_label="dpo")
+    assert (challenger["version"], challenger["reused"]) == (2, True)
+    assert client.get_registered_model("cands").aliases in ({"challenger": "2"}, {"challenger": 2})
+    assert len(client.search_model_versions("name='cands'")) == 2
+
+    with pytest.raises(ConfigError, match=r"'ppo' is not one of the objectives compared \(simpo, dpo\)"):
+        _register(trains[0], uri, "cands", evals[0] / "metrics.json", comparison=str(comparison),
+                  comparison_label="ppo")
+    with pytest.raises(ConfigError, match="3 labels for 2 training folders"):
+        register_candidates([*labels, "amopo"], trains, evals, comparison, name="cands", tracking_uri=uri)

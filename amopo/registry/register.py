@@ -4,7 +4,8 @@ The logged model holds MLflow's transformers flavour (so ``mlflow.pyfunc.load_mo
 ``model/`` subfolder is an exact copy of the training output's Hugging Face folder: config,
 safetensors and tokenizer together, the folder KServe's Hugging Face runtime takes as ``storageUri``.
 The version is tagged with the training run, the base model, the objective and every metric
-(training summary flattened with "/", plus the eval metrics), and gets the alias ``challenger``.
+(training summary flattened with "/", plus the eval metrics), and gets the alias ``challenger``
+(or the one asked for, or none).
 
 Order of work: validate inputs → wait for the server (back-off) → log the model in a run → create
 the version (tags included) → set the alias. If anything fails after the version exists, the version
@@ -35,19 +36,23 @@ class RegisterConfig:
     train_dir: str = field("", help="training output folder written by `amopo train` (holds model/ and metrics.json)")
     eval_metrics: str | None = field(None, help="flat eval metrics: EVAL_DIR/metrics.json from `amopo evaluate` (or EVAL_DIR)")
     name: str = field("amopo", help="registered model name")
-    alias: str = field("challenger", help="alias given to the new version")
+    alias: str = field("challenger", help="alias given to the new version (\"\": none)")
     tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
                                                 "else the embedded sqlite store under runs/mlflow)")
     experiment: str = field("amopo-registry", help="MLflow experiment of the registration run")
-    comparison: str | None = field(None, help="the comparison folder (`amopo compare`) the model won: its verdict "
-                                              "as tags (amopo.comparison.*), its report as artifacts")
+    comparison: str | None = field(None, help="the comparison folder (`amopo compare`) the model took part in: its "
+                                              "verdict as tags (amopo.comparison.*), its report as artifacts")
+    comparison_label: str | None = field(None, help="the model's entry in the comparison (e.g. simpo); tags "
+                                                    "amopo.comparison.label and .role (best or candidate)")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
     connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
 
     def validate(self) -> None:
         check_name(self.name)
-        if not self.alias or not self.alias.replace("_", "").replace("-", "").isalnum():
+        if self.alias and not self.alias.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"alias {self.alias!r}: use letters, digits, '-' and '_'")
+        if self.comparison_label and not self.comparison:
+            raise ConfigError("comparison_label is set but comparison is not: the label names an entry of a comparison")
         if self.connect_attempts < 1:
             raise ConfigError("connect_attempts must be at least 1")
 
@@ -108,7 +113,7 @@ def _registered_model_exists(client, name: str) -> bool:
 def _summary(client, uri: str, name: str, version: str, alias: str, run_id: str | None, reused: bool) -> dict:
     base = client.get_model_version_download_uri(name, version).rstrip("/")
     return {"name": name, "version": int(version), "alias": alias, "reused": reused,
-            "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{alias}",
+            "model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{alias}" if alias else None,
             "hf_artifact_uri": f"{base}/{store.HF_SUBPATH}", "registration_run_id": run_id,
             "tracking_uri": uri}
 
@@ -124,13 +129,14 @@ def _lineage_tags(cfg: RegisterConfig, trained, fingerprint: str) -> dict[str, s
     if cfg.eval_metrics:
         tags["amopo.eval_metrics"] = str(Path(cfg.eval_metrics).resolve())
     if cfg.comparison:
-        tags.update(comparison_tags(Path(cfg.comparison)))
+        tags.update(comparison_tags(Path(cfg.comparison), cfg.comparison_label))
     return tags
 
 
-def comparison_tags(folder: Path) -> dict[str, str]:
+def comparison_tags(folder: Path, label: str | None = None) -> dict[str, str]:
     """``amopo.comparison.best``, ``.objectives`` and ``.within_noise.<metric>`` (is the leader's lead
-    within noise) from ``folder/comparison.json``."""
+    within noise) from ``folder/comparison.json``; with ``label``, also ``.label`` and ``.role``
+    ("best" for the comparison's best entry, else "candidate")."""
     try:
         flat = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -140,6 +146,12 @@ def comparison_tags(folder: Path) -> dict[str, str]:
     for key, value in flat.items():
         if key.startswith("leader/") and key.endswith("/within_noise"):
             tags[f"amopo.comparison.within_noise.{key[len('leader/'):-len('/within_noise')]}"] = str(value)
+    if label:
+        if label not in (flat.get("objectives") or []):
+            raise ConfigError(f"{folder}: '{label}' is not one of the objectives compared "
+                              f"({', '.join(map(str, flat.get('objectives') or []))})")
+        tags.update({"amopo.comparison.label": label,
+                     "amopo.comparison.role": "best" if label == flat.get("best") else "candidate"})
     return tags
 
 
@@ -163,9 +175,13 @@ def register(cfg: RegisterConfig) -> dict:
     with store.registry_errors(f"looking up '{cfg.name}'", uri):
         existing = _find_by_digest(client, cfg.name, fingerprint)
         if existing is not None:
-            client.set_registered_model_alias(cfg.name, cfg.alias, existing.version)
-            print(f"{cfg.name} version {existing.version} already holds this model and these metrics; "
-                  f"alias '{cfg.alias}' points to it", flush=True)
+            if cfg.alias:
+                client.set_registered_model_alias(cfg.name, cfg.alias, existing.version)
+            if cfg.comparison:
+                for key, value in comparison_tags(Path(cfg.comparison), cfg.comparison_label).items():
+                    client.set_model_version_tag(cfg.name, existing.version, key, value)
+            print(f"{cfg.name} version {existing.version} already holds this model and these metrics"
+                  + (f"; alias '{cfg.alias}' points to it" if cfg.alias else ""), flush=True)
             return _summary(client, uri, cfg.name, existing.version, cfg.alias, existing.run_id, reused=True)
         created_model = not _registered_model_exists(client, cfg.name)
 
@@ -183,7 +199,8 @@ def register(cfg: RegisterConfig) -> dict:
                          task="text-generation", signature=signature, pip_requirements=_requirements())
         mv = mlflow.register_model(info.model_uri, cfg.name, tags={**lineage, **store.metrics_to_tags(metrics)})
         version = mv.version
-        client.set_registered_model_alias(cfg.name, cfg.alias, version)
+        if cfg.alias:
+            client.set_registered_model_alias(cfg.name, cfg.alias, version)
     except BaseException as exc:
         _roll_back(client, cfg.name, version, created_model)
         if run is not None:
@@ -195,7 +212,8 @@ def register(cfg: RegisterConfig) -> dict:
     with store.registry_errors("closing the registration run", uri):
         run.end()
         summary = _summary(client, uri, cfg.name, version, cfg.alias, run.run_id, reused=False)
-    print(f"registered {cfg.name} version {version} (alias '{cfg.alias}') from {cfg.train_dir}", flush=True)
+    print(f"registered {cfg.name} version {version}" + (f" (alias '{cfg.alias}')" if cfg.alias else "")
+          + f" from {cfg.train_dir}", flush=True)
     return summary
 
 

@@ -256,7 +256,7 @@ def set_up(cfg: TrainConfig) -> Session:
         heldout_rows=heldout.rows[: cfg.eval_max_pairs or None] if heldout else [], model=model,
         optimizer=optimizer, scheduler=scheduler, reference_logps=reference_logps, run=run,
         total_steps=total_steps, global_batch=global_batch, step=step,
-        summary={"loss": cfg.loss, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
+        summary={"loss": cfg.loss, "beta": cfg.effective_beta, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
                  "world_size": world, "mixed_precision": accelerator.mixed_precision,
                  "fsdp": bool(cfg.fsdp_config), "reference": ref_mode, "fast_path": fast_path})
     if main:
