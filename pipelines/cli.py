@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 from pathlib import Path
 
@@ -118,8 +117,6 @@ def main(argv: list[str]) -> int:
                             run_name=args.run_name, namespace=args.namespace, package=args.package)
             print(f"submitted run {result['run_id']}: {result['run_url']}")
         elif args.action == "run":
-            # One machine trains one objective at a time (read when the pipeline module is imported).
-            os.environ.setdefault("AMOPO_PARALLEL_OBJECTIVES", "1")
             from pipelines.local_run import print_summary, run_local
 
             params = parse_params(args.param)

@@ -1,6 +1,6 @@
 """The whole pipeline on this machine with KFP's local subprocess runner (no cluster, no Docker).
 
-Components run one after another as subprocesses of this Python (``SubprocessRunner(use_venv=False)``:
+Components run one after another (objectives too: ``local_pipeline``) as subprocesses of this Python (``SubprocessRunner(use_venv=False)``:
 the project's own environment, offline). Artifacts land under ``WORK_DIR/artifacts``; MLflow is
 the sqlite store ``WORK_DIR/mlflow`` unless a tracking URI is given; the deployment is `amopo serve`
 on 127.0.0.1, recorded under ``WORK_DIR/serving``. What the steps and KFP print goes to one log file
@@ -31,8 +31,6 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline", verbose: 
     params = dict(params)
     params.setdefault("mlflow_tracking_uri", f"sqlite:///{work / 'mlflow' / 'mlflow.db'}")
     params.setdefault("local_state_dir", str(work / "serving"))
-    if params["mlflow_tracking_uri"].startswith("sqlite:///"):
-        Path(params["mlflow_tracking_uri"][len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     log_dir = new_log_dir(work / "logs")
     console = None if verbose else Console(sys.stdout)
     logs = StepLogs(log_dir, artifacts=work / "artifacts", console=console, echo=sys.stdout if verbose else None)
@@ -41,6 +39,8 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline", verbose: 
     started = time.time()
     try:
         with captured(logs, verbose=verbose):
+            if params["mlflow_tracking_uri"].startswith("sqlite:///"):
+                create_sqlite_store(params["mlflow_tracking_uri"])
             _run_pipeline(params, work)
     except RuntimeError as exc:
         raise PipelineRunError(f"the local pipeline run failed: {ANSI.sub('', str(exc))} "
@@ -56,7 +56,7 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline", verbose: 
 def _run_pipeline(params: dict, work: Path) -> None:
     from kfp import local
 
-    from pipelines.amopo_pipeline import amopo_pipeline
+    amopo_pipeline = local_pipeline()
 
     # Running the image's components in this environment is the point of the local run, and display
     # names are for the UI: KFP's warnings about both would only be noise here.
@@ -65,6 +65,40 @@ def _run_pipeline(params: dict, work: Path) -> None:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "artifacts"),
                raise_on_error=True)
     amopo_pipeline(**params)
+
+
+def local_pipeline():
+    """The pipeline with its objectives trained one at a time (``AMOPO_PARALLEL_OBJECTIVES``, read
+    when the module is imported; 1 unless set): one machine's cores and memory are better spent on
+    one training at a time, and the per-step logs stay one task's each."""
+    import importlib
+    import os
+
+    import pipelines.amopo_pipeline as module
+
+    wanted = int(os.environ.get("AMOPO_PARALLEL_OBJECTIVES", "1"))
+    if module.PARALLEL_OBJECTIVES != wanted:
+        saved = os.environ.get("AMOPO_PARALLEL_OBJECTIVES")
+        os.environ["AMOPO_PARALLEL_OBJECTIVES"] = str(wanted)
+        try:
+            module = importlib.reload(module)
+        finally:
+            if saved is None:
+                del os.environ["AMOPO_PARALLEL_OBJECTIVES"]
+            else:
+                os.environ["AMOPO_PARALLEL_OBJECTIVES"] = saved
+    return module.amopo_pipeline
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create a new sqlite MLflow store's tables before any step uses it: steps running at once would
+    otherwise race to create them ("table ... already exists")."""
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        import mlflow
+
+        mlflow.MlflowClient(uri, registry_uri=uri).search_experiments()
 
 
 @contextlib.contextmanager
@@ -169,8 +203,13 @@ def collect_outputs(root: Path, since: float, params: dict) -> dict:
     }
 
 
+# rows the console leaves out of the comparison table (comparison.md has them all)
+_DETAIL_ROWS = ("| steer ", "| judge score", "| steerability: mean slope", "| held-out margin")
+
+
 def comparison_table(folder: str | None) -> str | None:
-    """The first Markdown table of ``folder``/comparison.md (the objectives' figures), or None."""
+    """The first Markdown table of ``folder``/comparison.md (the objectives' figures) without its
+    detail rows (per-dimension steering and judge scores, margins), or None."""
     try:
         lines = Path(folder, "comparison.md").read_text(encoding="utf-8").splitlines() if folder else []
     except OSError:
@@ -179,7 +218,7 @@ def comparison_table(folder: str | None) -> str | None:
     if start is None:
         return None
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
+    return "\n".join(line for line in lines[start:end] if not line.startswith(_DETAIL_ROWS))
 
 
 def print_summary(summary: dict) -> None:
@@ -192,13 +231,17 @@ def print_summary(summary: dict) -> None:
     line("run folder", summary["run_dir"])
     line("model", summary["model_dir"])
     line("metrics", summary["metrics_path"])
+    folders: dict[str, list[str]] = {}
     for path in summary["plots"]:
-        line("plot", path)
+        folders.setdefault(str(Path(path).parent), []).append(Path(path).name)
+    for folder, names in folders.items():
+        line("plots", f"{folder}/: {', '.join(names)}")
     line("MLflow store", summary["mlflow_tracking_uri"])
     line("MLflow training run", summary["mlflow_run_id"])
     if len(summary.get("compared") or []) > 1:
         line("best objective", f"{summary['best_objective']} (of {', '.join(summary['compared'])})")
-        line("comparison", summary.get("comparison_dir") and f"{summary['comparison_dir']}/comparison.md (.html)")
+        line("comparison", summary.get("comparison_dir") and f"{summary['comparison_dir']}/comparison.md (.html; "
+                                                              "all rows)")
         table = comparison_table(summary.get("comparison_dir"))
         if table:
             print(table)

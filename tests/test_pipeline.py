@@ -154,7 +154,8 @@ def local_run(tmp_path_factory, tiny_model_dir):
     screen = io.StringIO()
     with contextlib.redirect_stdout(screen):
         first = run_local({**common, "gate_thresholds": "pref_accuracy/pairs>=4", "objectives": "amopo,dpo",
-                           "register_candidates": True, "annotate_dimension": "coherence"}, work_dir=root / "work")
+                           "register_candidates": True, "annotate_dimension": "coherence",
+                           "annotate_options": {"judge_top_k": 512, "progress": False}}, work_dir=root / "work")
         print_summary(first)
     first["console"] = screen.getvalue()
     second = run_local({**common, "gate_thresholds": "pref_accuracy/mean_dimensions>1.5"}, work_dir=root / "work")
@@ -209,9 +210,8 @@ def test_the_comparison_run_trains_each_objective_at_its_own_beta_and_nests_its_
     table = "\n".join(line for line in first["console"].splitlines() if line.startswith("|"))
     assert "held-out accuracy (plain prompt)" in table and "| amopo" in table.replace("|  ", "| ")
     client = MlflowClient(first["mlflow_tracking_uri"])
-    (parent,) = client.search_runs(client.get_experiment_by_name("amopo-pipeline").experiment_id
-                                   and [client.get_experiment_by_name("amopo-pipeline").experiment_id],
-                                   "tags.`amopo.kind` = 'comparison'")
+    (parent,) = client.search_runs([client.get_experiment_by_name("amopo-pipeline").experiment_id],
+                                   "tags.`amopo.kind` = 'comparison' and tags.`amopo.objectives` = 'amopo,dpo'")
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["amopo.comparison_label"] for c in children) == ["amopo", "dpo"]
     # the judge annotated coherence before prepare, and the prepared records carry it
@@ -225,7 +225,7 @@ def test_the_comparison_run_trains_each_objective_at_its_own_beta_and_nests_its_
 def test_the_local_run_console_is_one_screen_and_the_step_logs_hold_the_detail(local_run):
     first, second = local_run
     lines = first["console"].splitlines()
-    assert len(lines) < 60, first["console"]
+    assert len(lines) < 65, first["console"]   # two objectives: their steps and the comparison table
     assert "executor_input" not in first["console"] and "Streamed logs" not in first["console"]
     for task in HEAVY:       # a line as each step starts and one as it ends, with its key figure
         assert any(re.match(rf"\[ *\d+:\d\d\] {task} +started$", line) for line in lines), (task, first["console"])
@@ -235,6 +235,7 @@ def test_the_local_run_console_is_one_screen_and_the_step_logs_hold_the_detail(l
     v = first["registered_version"]
     assert f"version {v} (models:/amopo/{v})" in done["register-model"] and f"champion: version {v}" in done["promote-model"]
     assert done["annotate-data"].endswith("coherence: 24 responses scored")
+    assert "| held-out accuracy (plain prompt) ↑ |" in first["console"] and "| steer " not in first["console"]
     assert re.search(r"registered amopo as version \d, dpo as version \d$", done["register-candidates"])
     assert first["endpoint_url"] in done["deploy-model"] and "s  passed: " in done["gate-model"]
     assert f"step logs             {first['log_dir']}/" in first["console"]

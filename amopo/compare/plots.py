@@ -53,7 +53,9 @@ def plot_metric_bars(labels: Sequence[str], metrics: Sequence[Metric], table: di
             values = [scale * row[m.name] for m in group if m.name in row]
             errors = [scale * row.get(f"{m.name}_se", math.nan) for m in group if m.name in row]
             ax.bar(xs, values, width, yerr=errors, capsize=3, color=colors(j % 10), label=label)
-        ax.set_xticks(range(len(group)), [m.short or m.title for m in group], fontsize=7)
+        crowded = len(group) > 3
+        ax.set_xticks(range(len(group)), [m.short or m.title for m in group], fontsize=7,
+                      rotation=30 if crowded else 0, ha="right" if crowded else "center")
         ax.set_xlim(-0.6, len(group) - 0.4)
         if ylim:
             ax.set_ylim(*ylim)
@@ -63,7 +65,7 @@ def plot_metric_bars(labels: Sequence[str], metrics: Sequence[Metric], table: di
         ax.axis("off")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("objectives compared (bars: ±1 standard error)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))   # room for the title
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
