@@ -17,18 +17,11 @@ from typing import Callable
 
 from amopo.annotate.config import AnnotateConfig
 from amopo.annotate.run import annotate
+from amopo.data.prepare import resolve_sources
 from amopo.errors import ConfigError
 
 RECORD = "annotation.json"
 RESERVED = ("input", "output", "format", "dimension", "judge", "judge_name")
-
-
-def _sources(data_source: str, data_format: str, eval_source: str) -> dict[str, str]:
-    if data_source == "sample":
-        from amopo.sample_data import sample_path
-
-        return {"train": str(sample_path("train")), "eval": eval_source or str(sample_path("test"))}
-    return {"train": data_source, **({"eval": eval_source} if eval_source else {})}
 
 
 def annotate_sources(folder: str | Path, data_source: str, data_format: str, eval_source: str, dimension: str, *,
@@ -51,7 +44,10 @@ def annotate_sources(folder: str | Path, data_source: str, data_format: str, eva
     if dimension:
         fmt = "amopo" if data_source == "sample" else data_format
         record["format"] = fmt
-        for split, source in _sources(data_source, data_format, eval_source).items():
+        train, held = resolve_sources(data_source, eval_source)
+        for split, source in (("train", train), ("eval", held)):
+            if source is None:
+                continue
             name = f"{split}.jsonl"
             cfg = AnnotateConfig(**{**options, "input": source, "output": str(folder / name), "format": fmt,
                                     "dimension": dimension, "judge": judge, "judge_name": judge_name or None})

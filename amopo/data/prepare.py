@@ -137,12 +137,18 @@ class PrepareConfig:
 # Sources
 
 
-def _sources(cfg: PrepareConfig) -> tuple[str, str | None]:
-    if cfg.input == SAMPLE:
+def resolve_sources(source: str, eval_source: str | None) -> tuple[str, str | None]:
+    """(training source, held-out source or None): "sample" is the shipped train split, held out on
+    its test split unless ``eval_source`` is given."""
+    if source == SAMPLE:
         from amopo.sample_data import sample_path
 
-        return str(sample_path("train")), cfg.eval_input or str(sample_path("test"))
-    return cfg.input, cfg.eval_input
+        return str(sample_path("train")), eval_source or str(sample_path("test"))
+    return source, eval_source or None
+
+
+def _sources(cfg: PrepareConfig) -> tuple[str, str | None]:
+    return resolve_sources(cfg.input, cfg.eval_input)
 
 
 def read_source(source: str, cfg: PrepareConfig) -> ReadResult:
