@@ -67,7 +67,7 @@ def test_reverses_only_pairs_that_differ_mainly_on_a_steering_dimension(tmp_path
         assert rev["chosen"] == orig["rejected"] and rev["rejected"] == orig["chosen"]  # swapped
     assert manifest["counts"]["train"] == len(recs) + 3
     assert manifest["steer"] == {
-        "dimensions": ["verbosity", "complexity"], "min_gap": 1.0, "tolerance": 0.0,
+        "dimensions": ["verbosity", "complexity"], "min_gap": 1.0, "tolerance": 0.0, "pairs_only": False,
         "splits": {"train": {"pairs": len(recs), "added": 3, "reversed": {"verbosity": 2, "complexity": 1},
                              "already_present": 0},
                    "eval": None}}
@@ -168,3 +168,37 @@ def test_sample_data_reverses_exactly_its_steerable_train_pairs(tmp_path):
     assert train["reversed"] == expected and min(expected.values()) > 0
     assert manifest["counts"]["train"] == len(labels["train"]) + train["added"]
     assert manifest["steer"]["splits"]["eval"] is None and manifest["counts"]["eval"] == len(labels["test"])
+
+
+def test_steer_pairs_only_keeps_the_steerable_train_pairs_and_their_reversals(tmp_path):
+    manifest = run(tmp_path, mixed_records(), steer_both_orientations=True, steer_pairs_only=True,
+                   eval_recs=mixed_records())
+    train = lines(tmp_path / "out" / "train.jsonl")
+    assert [r["prompt"] for r in train] == [f"Question {i}: tell me about topic {i}." for i in (0, 1, 2, 0, 1, 2)]
+    assert manifest["counts"] == {"train": 6, "eval": 7, "skipped": 0}   # eval is kept whole
+    assert manifest["steer"]["pairs_only"] is True and manifest["steer"]["splits"]["train"]["pairs"] == 3
+
+
+def test_steer_pairs_only_on_the_sample_keeps_its_verbosity_pairs_both_ways(tmp_path):
+    """The data of the steering recipe in the README: the sample's verbosity pairs and their reversals."""
+    from amopo.sample_data import build as sample_build
+
+    manifest = prepare(PrepareConfig(output=str(tmp_path / "v"), dimensions=["verbosity"],
+                                     steer_both_orientations=True, steer_pairs_only=True), echo=None)
+    verbosity = sum(lab["steer"] == "verbosity" for _, lab in sample_build.build_with_labels()["train"])
+    assert manifest["counts"]["train"] == 2 * verbosity and verbosity > 50
+    train = lines(tmp_path / "v" / "train.jsonl")
+    for original, flipped in zip(train[:verbosity], train[verbosity:]):
+        assert original["chosen"]["verbosity"] > original["rejected"]["verbosity"]
+        assert (flipped["chosen"], flipped["rejected"]) == (original["rejected"], original["chosen"])
+
+
+def test_steer_pairs_only_with_no_steerable_pair_is_an_error_and_writes_nothing(tmp_path):
+    from amopo.errors import DataError
+
+    with pytest.raises(DataError, match="no train pair differs mainly on verbosity"):
+        run(tmp_path, [record(3, {"helpfulness": 4}, {"helpfulness": 1})], "none",
+            steer_both_orientations=True, steer_pairs_only=True, steer_dimensions=["verbosity"])
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ConfigError, match="steer_pairs_only' is set but steer_both_orientations is off"):
+        resolve(PrepareConfig, None, {"steer_pairs_only": True})

@@ -40,7 +40,7 @@ FIXED = [
     Metric("winrate/lc", "win rate vs base (length-controlled)", "rate", short="win rate\n(LC)"),
 ]
 TRAINING = [
-    Metric("train/tokens_per_s", "training tokens/s (warm-up step excluded)", "number", short="tokens/s"),
+    Metric("train/tokens_per_s", "training tokens/s, each conditioned copy counted (warm-up step excluded)", "number", short="tokens/s"),
     Metric("train/wall_s", "training wall time (sum of step times)", "seconds", higher_is_better=False,
            short="wall time (s)"),
     Metric("train/peak_memory_bytes", "peak memory", "bytes", higher_is_better=False, short="peak memory (GiB)"),

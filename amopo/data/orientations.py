@@ -77,6 +77,12 @@ def steering_dimension(pair: PreferencePair, steer: Sequence[Dimension], dims: S
     return None
 
 
+def steering_pairs(pairs: Sequence[PreferencePair], steer: Sequence[Dimension], dims: Sequence[Dimension], *,
+                   min_gap: float = 1.0, tolerance: float = 0.0) -> list[PreferencePair]:
+    """The pairs of ``pairs`` that differ mainly on a dimension of ``steer``, in their order."""
+    return [p for p in pairs if steering_dimension(p, steer, dims, min_gap=min_gap, tolerance=tolerance)]
+
+
 def reverse(pair: PreferencePair) -> PreferencePair:
     """The same pair with chosen and rejected swapped (same prompt and source)."""
     return PreferencePair(pair.prompt, pair.rejected, pair.chosen, pair.source)

@@ -29,7 +29,7 @@ from typing import Callable
 from amopo.config import field
 from amopo.data.dimensions import Dimension, default_dimensions, registry, resolve_dimensions
 from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
-from amopo.data.orientations import add_reversed, resolve_steer_dimensions
+from amopo.data.orientations import add_reversed, resolve_steer_dimensions, steering_pairs
 from amopo.data.prompts import SCORE_SOURCES
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, ensure_some, is_hub_name, read_amopo,
                                 require_scores, write_amopo)
@@ -94,6 +94,10 @@ class PrepareConfig:
                                            "be reversed")
     steer_tolerance: float = field(0.0, help="Largest difference allowed on every other score the two responses "
                                              "carry, requested or not, for a pair to be reversed (0: equal)")
+    steer_pairs_only: bool = field(False, help="Keep in the train split only the pairs that differ mainly on a "
+                                               "steering dimension, with their reversals (the share of steerable "
+                                               "pairs at 1, for a model meant to learn steering); needs "
+                                               "steer_both_orientations; the eval split is kept whole")
     steer_eval: bool = field(False, help="Also add reversed pairs to the eval split (off by default: held-out "
                                          "steering requests the high and the low level itself, and eval "
                                          "accuracy keeps meaning 'the chosen response wins')")
@@ -119,7 +123,7 @@ class PrepareConfig:
         if not str(self.output).strip():
             raise ConfigError("option 'output': an output folder is needed")
         if not self.steer_both_orientations:
-            for name in ("steer_dimensions", "steer_eval"):
+            for name in ("steer_dimensions", "steer_eval", "steer_pairs_only"):
                 if getattr(self, name) not in (None, False):
                     raise ConfigError(f"option '{name}' is set but steer_both_orientations is off")
         elif self.score_source != "chosen":
@@ -289,11 +293,16 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
     if cfg.steer_both_orientations:  # after the split, so a reversed pair stays beside its original
         steer_dims = resolve_steer_dimensions(cfg.steer_dimensions, dims)
         common = dict(min_gap=cfg.steer_min_gap, tolerance=cfg.steer_tolerance)
+        if cfg.steer_pairs_only:
+            train_pairs = steering_pairs(train_pairs, steer_dims, dims, **common)
+            if not train_pairs:
+                raise DataError(f"steer_pairs_only: no train pair differs mainly on "
+                                f"{', '.join(d.name for d in steer_dims)}", file=train_src)
         train_pairs, train_report = add_reversed(train_pairs, steer_dims, dims, **common)
         eval_report = None
         if cfg.steer_eval:
             eval_pairs, eval_report = add_reversed(eval_pairs, steer_dims, dims, **common)
-        steer = {"dimensions": [d.name for d in steer_dims], **common,
+        steer = {"dimensions": [d.name for d in steer_dims], **common, "pairs_only": cfg.steer_pairs_only,
                  "splits": {"train": train_report.to_json(), "eval": eval_report.to_json() if eval_report else None}}
 
     manifest = {
