@@ -50,6 +50,11 @@ def parse_params(items: list[str]) -> dict[str, object]:
             raise ConfigError(f"--param {key}: cannot read {text!r} ({exc.problem})") from None
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(default, float) and isinstance(value, str):
+            try:  # YAML 1.1 reads exponents without a dot (3e-4) as strings
+                value = float(value)
+            except ValueError:
+                pass
         if type(value) is not type(default):
             raise ConfigError(f"--param {key}: expected {type(default).__name__}, got {text!r}")
         out[key] = value

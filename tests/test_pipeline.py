@@ -120,6 +120,9 @@ def test_params_parse_with_types_and_refuse_unknown_names():
         parse_params(["max_stepz=8"])
     with pytest.raises(ConfigError, match="max_steps: expected int"):
         parse_params(["max_steps=eight"])
+    assert parse_params(["learning_rate=3e-4", "gamma=1E0"]) == {"learning_rate": 3e-4, "gamma": 1.0}  # YAML 1.1 strings
+    with pytest.raises(ConfigError, match="learning_rate: expected float, got 'fast'"):
+        parse_params(["learning_rate=fast"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_params(["max_steps"])
 
