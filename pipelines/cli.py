@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +23,16 @@ import yaml
 from amopo.errors import AmopoError, ConfigError
 
 COMPILED = Path(__file__).resolve().parent / "amopo_pipeline.yaml"
+
+
+class _ParamLoader(yaml.SafeLoader):
+    """YAML 1.1 as ``safe_load`` reads it, except that exponents without a dot (``3e-4``) are floats,
+    as in YAML 1.2, at any depth (``train_options={lr: 3e-4}`` too)."""
+
+
+_ParamLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
 
 
 def pipeline_parameters() -> dict[str, object]:
@@ -45,16 +56,11 @@ def parse_params(items: list[str]) -> dict[str, object]:
             raise ConfigError(f"--param {key!r}: not a pipeline parameter; known: {', '.join(sorted(known))}")
         default = known[key]
         try:
-            value = text if isinstance(default, str) else yaml.safe_load(text)
+            value = text if isinstance(default, str) else yaml.load(text, Loader=_ParamLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--param {key}: cannot read {text!r} ({exc.problem})") from None
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(default, float) and isinstance(value, str):
-            try:  # YAML 1.1 reads exponents without a dot (3e-4) as strings
-                value = float(value)
-            except ValueError:
-                pass
         if type(value) is not type(default):
             raise ConfigError(f"--param {key}: expected {type(default).__name__}, got {text!r}")
         out[key] = value
