@@ -1,10 +1,10 @@
-"""The container image every component runs in (built from the project's Dockerfile).
+"""The image the components are declared with (built from the project's Dockerfile).
 
-Set AMOPO_IMAGE before compiling to point the pipeline at your registry's copy; the committed
-pipeline YAML uses the default.
+It is only the components' declared base image: the pipeline sets every task's image from its
+``image`` parameter (``task.set_container_image``), so `amopo pipeline compile --image IMAGE` or a
+run's ``image`` value chooses the image of every step, TrainJob and custom InferenceService.
 """
 
-import os
+from amopo import IMAGE
 
-from amopo import IMAGE as DEFAULT_IMAGE
-IMAGE = os.environ.get("AMOPO_IMAGE", DEFAULT_IMAGE)
+__all__ = ["IMAGE"]

@@ -14,7 +14,7 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
                 num_processes: int, num_nodes: int, gpus_per_node: int, accelerator_type: str, accelerate_config: str,
                 image: str,
                 namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list, training_runtime: str,
-                queue_name: str,
+                queue_name: str, cpu_per_node: str, memory_per_node: str,
                 timeout_minutes: int, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
                 curves: dsl.Output[dsl.HTML]) -> str:
     """Writes the training output folder (model/, metrics.json, train_config.yaml, history.jsonl,
@@ -23,8 +23,9 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
 
     launcher "local": ``num_processes`` processes in this container (torchrun when > 1).
     launcher "trainjob": a TrainJob of ``num_nodes`` × ``gpus_per_node`` (``num_processes`` on CPU
-    nodes) in ``image``, reading and writing the workspace PVC (mounted here at /workspace too),
-    followed to its end; the output is copied back (amopo.cluster.launch_training).
+    nodes) in ``image``, each node requesting ``cpu_per_node`` and ``memory_per_node`` (also the limit),
+    reading and writing the workspace PVC (mounted here at /workspace too), followed to its end; the
+    output is copied back (amopo.cluster.launch_training).
     ``accelerate_config``: ``ddp`` (data-parallel) | ``fsdp`` (FSDP2 sharding with the shipped
     configs/accelerate/fsdp.yaml: this checkout's or this image's for "local", the trainer image's for
     "trainjob"); ``deepspeed`` is refused (not in the image, never run by the project's tests).
@@ -57,16 +58,14 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
             options["fsdp_config"] = str(shipped_fsdp_config())
         summary = run_local(config_lib.from_dict(TrainConfig, options, "train options"), num_processes)
     elif launcher == "trainjob":
-        from amopo.cluster.launch_training import train_on_cluster
-        from amopo.cluster.pod_parts import with_accelerator
+        from amopo.cluster.launch_training import STEP_WORKSPACE, train_on_cluster, trainjob_settings
 
-        summary = train_on_cluster(options, workspace="/workspace", image=image, namespace=namespace,
-                                   workspace_pvc=workspace_pvc, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                                   procs_per_node=num_processes, accelerate_config=accelerate_config,
-                                   node_selector=with_accelerator(node_selector, accelerator_type),
-                                   tolerations=tolerations,
-                                   timeout_s=timeout_minutes * 60.0, runtime=training_runtime,
-                                   queue_name=queue_name or None)
+        summary = train_on_cluster(options, workspace=STEP_WORKSPACE, **trainjob_settings(
+            image=image, namespace=namespace, workspace_pvc=workspace_pvc, num_nodes=num_nodes,
+            gpus_per_node=gpus_per_node, num_processes=num_processes, accelerate_config=accelerate_config,
+            node_selector=node_selector, accelerator_type=accelerator_type, tolerations=tolerations,
+            timeout_minutes=timeout_minutes, training_runtime=training_runtime, queue_name=queue_name,
+            cpu_per_node=cpu_per_node, memory_per_node=memory_per_node))
     else:
         raise ValueError(f"launcher must be 'local' or 'trainjob', got {launcher!r}")
 

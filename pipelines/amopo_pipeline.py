@@ -12,9 +12,19 @@ with its entry (amopo.registry.candidates). ``annotate_dimension`` (e.g. instruc
 raw HelpSteer2 lacks) has the judge score it on the data before prepare (amopo.annotate.step).
 
 Every parameter's default is the embedded one-machine setting (shipped sample data, SmolLM2-135M,
-sqlite MLflow, `amopo serve` on 127.0.0.1); on a cluster set launcher="trainjob",
-deploy_target="kserve" and the MLflow server's URI. Credentials never travel as parameters: pods
-read them from Kubernetes Secrets as environment variables (all optional):
+sqlite MLflow, `amopo serve` on 127.0.0.1); a cluster run takes its settings from a values file
+(k8s/values/, `amopo pipeline submit --values FILE`): launcher "trainjob", deploy_target "kserve",
+the MLflow server's URI, a judge endpoint, the image, namespace, queue and pod sizes.
+
+``image`` is the image of every step (``set_container_image``), of the TrainJobs and of the custom
+InferenceService. The evaluate, compare and endpoint-check pods request ``eval_cpu``,
+``eval_memory`` (also the limit) and ``eval_gpus`` NVIDIA GPUs (``compare_*``, ``endpoint_check_*``
+likewise) and go where ``node_selector`` and ``tolerations`` say; these are strings because KFP
+reads a pod's resources only from string parameters, and an empty GPU count asks for no GPU (KFP
+adds an accelerator only when both its type and its count are non-empty). TrainJob nodes request
+``trainjob_cpu``/``trainjob_memory`` and ``gpus_per_node``; InferenceServices ``serving_cpu``/
+``serving_memory`` and ``serving_gpus``. Credentials never travel as parameters: pods read them from
+Kubernetes Secrets as environment variables (all optional):
 
     amopo-mlflow-auth  MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD   (MLflow with basic auth)
     amopo-s3           AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MLFLOW_S3_ENDPOINT_URL
@@ -27,6 +37,8 @@ import os
 
 from kfp import dsl, kubernetes
 
+from amopo.cluster.launch_training import STEP_WORKSPACE
+from amopo.cluster.pod_parts import GPU_RESOURCE
 from amopo.registry.gate import DEFAULT_METRIC as GATE_METRIC
 from components.annotate import annotate_data
 from components.cleanup import clean_up
@@ -48,7 +60,6 @@ EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 # Objectives trained at once (0: all; fixed when the pipeline is compiled). The local run sets 1:
 # one machine's cores and memory are better spent on one training at a time.
 PARALLEL_OBJECTIVES = int(os.environ.get("AMOPO_PARALLEL_OBJECTIVES", "0"))
-WORKSPACE = "/workspace"
 _SECRETS = {
     "amopo-mlflow-auth": {k: k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")},
     "amopo-s3": {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
@@ -61,9 +72,29 @@ def _with_secrets(task, *extra: tuple[str, dict]):
     return task
 
 
-def _heavy(task, name: str):
-    task.set_caching_options(False)
+def _step(task, name: str, image, *, heavy: bool = True):
+    """``task`` named ``name``, run in ``image``; a heavy step (real work, outputs that must be fresh) is never cached."""
+    if heavy:
+        task.set_caching_options(False)
     task.set_display_name(name)
+    task.set_container_image(image)
+    return task
+
+
+def _sized(task, cpu, memory, gpus):
+    """CPU and memory requests (memory also the limit, as for TrainJobs and InferenceServices) and
+    ``gpus`` NVIDIA GPUs, from string parameters; an empty ``gpus`` sets no GPU."""
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+    # kfp 2.17's resource setters do not register their parameters, so a task inside a loop, a
+    # condition or an exit handler would refer to inputs its enclosing DAGs never receive.
+    task.register_pipeline_channels([cpu, memory, gpus])
+    return task
+
+
+def _placed(task, node_selector, tolerations):
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
     return task
 
 
@@ -95,7 +126,9 @@ def amopo_pipeline(
     gpus_per_node: int = 0,
     accelerator_type: str = "",
     accelerate_config: str = "ddp",  # ddp | fsdp (FSDP2 with the shipped configs/accelerate/fsdp.yaml)
-    image: str = IMAGE,
+    trainjob_cpu: str = "4",  # per TrainJob node
+    trainjob_memory: str = "16Gi",
+    image: str = IMAGE,  # every step, the TrainJobs and the custom InferenceService
     namespace: str = "amopo",
     workspace_pvc: str = "amopo-workspace",
     node_selector: dict = {},
@@ -113,6 +146,9 @@ def amopo_pipeline(
     lm_eval_tasks: str = "amopo_arithmetic,amopo_facts_mc",
     lm_eval_limit: int = 20,
     eval_options: dict = {},
+    eval_cpu: str = "2",
+    eval_memory: str = "8Gi",
+    eval_gpus: str = "",  # "" = no GPU
     gate_metric: str = GATE_METRIC,  # pref_accuracy/plain: conditioned accuracies see the chosen score
     gate_min_improvement: float = 0.0,
     gate_thresholds: str = "",
@@ -122,6 +158,8 @@ def amopo_pipeline(
     serving_namespace: str = "amopo",
     serving_runtime: str = "huggingface",
     serving_gpus: int = 1,
+    serving_cpu: str = "2",
+    serving_memory: str = "8Gi",
     canary_traffic_percent: int = 100,
     serving_service_account: str = "",
     deploy_timeout_minutes: int = 15,
@@ -129,30 +167,35 @@ def amopo_pipeline(
     endpoint_check_tasks: str = "amopo_facts_mc",  # lm-eval tasks the endpoint must score as the checkpoint; "" skips
     endpoint_check_limit: int = 20,
     endpoint_check_tolerance: float = 0.05,
+    endpoint_check_cpu: str = "1",
+    endpoint_check_memory: str = "4Gi",
+    endpoint_check_gpus: str = "",
     local_state_dir: str = "runs/pipeline/serving",
     keep_serving: bool = False,
     compare_head_to_head: bool = True,
     compare_head_to_head_instructions: int = 0,
     compare_options: dict = {},
+    compare_cpu: str = "1",
+    compare_memory: str = "4Gi",
+    compare_gpus: str = "",
     register_candidates: bool = False,  # every compared objective as a tagged version (no alias)
 ):
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    cleanup = clean_up(target=deploy_target, state_dir=local_state_dir, run_id=run_id, keep_serving=keep_serving)
-    cleanup.set_display_name("clean up")
+    cleanup = _step(clean_up(target=deploy_target, state_dir=local_state_dir, run_id=run_id,
+                             keep_serving=keep_serving), "clean up", image, heavy=False)
     with dsl.ExitHandler(cleanup, name="amopo"):
-        annotated = _heavy(annotate_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
-                                         dimension=annotate_dimension, judge=judge, judge_model_name=judge_model_name,
-                                         annotate_options=annotate_options), "annotate data")
+        annotated = _step(annotate_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
+                                        dimension=annotate_dimension, judge=judge, judge_model_name=judge_model_name,
+                                        annotate_options=annotate_options), "annotate data", image)
         _with_secrets(annotated, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
-        prepared = _heavy(prepare_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
-                                       dimensions=dimensions, base_model=base_model, max_length=max_length,
-                                       prepare_options=prepare_options, annotated=annotated.outputs["annotated"]),
-                          "prepare data")
-        plan = plan_objectives(objectives=objectives, objective=objective, learning_rate=learning_rate, beta=beta,
-                               train_options=train_options)
-        plan.set_display_name("plan objectives")
+        prepared = _step(prepare_data(data_source=data_source, data_format=data_format, eval_source=eval_source,
+                                      dimensions=dimensions, base_model=base_model, max_length=max_length,
+                                      prepare_options=prepare_options, annotated=annotated.outputs["annotated"]),
+                         "prepare data", image)
+        plan = _step(plan_objectives(objectives=objectives, objective=objective, learning_rate=learning_rate,
+                                     beta=beta, train_options=train_options), "plan objectives", image, heavy=False)
         with dsl.ParallelFor(plan.output, parallelism=PARALLEL_OBJECTIVES, name="objectives") as item:
-            trained = _heavy(train_model(
+            trained = _step(train_model(
                 dataset=prepared.outputs["dataset"], base_model=base_model, objective=item.objective, beta=item.beta,
                 gamma=gamma, learning_rate=item.learning_rate, max_steps=max_steps, batch_size=batch_size,
                 grad_accum=grad_accum, max_length=max_length, heldout_max_pairs=heldout_max_pairs,
@@ -162,71 +205,73 @@ def amopo_pipeline(
                 accelerate_config=accelerate_config, image=image,
                 namespace=namespace, workspace_pvc=workspace_pvc, node_selector=node_selector,
                 tolerations=tolerations, timeout_minutes=train_timeout_minutes, training_runtime=training_runtime,
-                queue_name=queue_name), "train")
+                queue_name=queue_name, cpu_per_node=trainjob_cpu, memory_per_node=trainjob_memory), "train", image)
             _with_secrets(trained)
-            kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=WORKSPACE)
+            kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=STEP_WORKSPACE)
 
-            evaluated = _heavy(evaluate_model(
+            evaluated = _step(evaluate_model(
                 model=trained.outputs["model"], dataset=prepared.outputs["dataset"], judge=judge,
                 judge_model_name=judge_model_name, dimensions=eval_dimensions,
                 num_instructions=eval_num_instructions, max_new_tokens=eval_max_new_tokens,
                 lm_eval_tasks=lm_eval_tasks, lm_eval_limit=lm_eval_limit, heldout_max_pairs=heldout_max_pairs,
                 eval_options=eval_options,
-                mlflow_tracking_uri=mlflow_tracking_uri), "evaluate")
+                mlflow_tracking_uri=mlflow_tracking_uri), "evaluate", image)
             _with_secrets(evaluated, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
-            kubernetes.add_node_selector_json(evaluated, node_selector)
-            kubernetes.add_toleration_json(evaluated, tolerations)
+            _placed(_sized(evaluated, eval_cpu, eval_memory, eval_gpus), node_selector, tolerations)
 
-        compared = _heavy(compare_objectives(
+        compared = _step(compare_objectives(
             trainings=dsl.Collected(trained.outputs["model"]), evaluations=dsl.Collected(evaluated.outputs["results"]),
             labels=plan.output, metric=gate_metric, judge=judge, judge_model_name=judge_model_name,
             head_to_head=compare_head_to_head, head_to_head_instructions=compare_head_to_head_instructions,
             compare_options=compare_options, mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=mlflow_experiment), "compare objectives")
+            mlflow_experiment=mlflow_experiment), "compare objectives", image)
         _with_secrets(compared, ("amopo-judge", {"api-key": "AMOPO_JUDGE_API_KEY"}))
-        selected = _heavy(select_best(
+        _placed(_sized(compared, compare_cpu, compare_memory, compare_gpus), node_selector, tolerations)
+        selected = _step(select_best(
             trainings=dsl.Collected(trained.outputs["model"]), evaluations=dsl.Collected(evaluated.outputs["results"]),
             labels=plan.output, best=compared.outputs["Output"], comparison=compared.outputs["comparison"]),
-            "select best")
-        candidates = _heavy(register_all_candidates(
+            "select best", image)
+        candidates = _step(register_all_candidates(
             enabled=register_candidates, trainings=dsl.Collected(trained.outputs["model"]),
             evaluations=dsl.Collected(evaluated.outputs["results"]), labels=plan.output,
             comparison=compared.outputs["comparison"], registered_name=registered_model_name,
-            mlflow_tracking_uri=mlflow_tracking_uri), "register candidates")
+            mlflow_tracking_uri=mlflow_tracking_uri), "register candidates", image)
         _with_secrets(candidates)
 
-        gate = gate_model(results=selected.outputs["results"], gate_metric=gate_metric,
-                          min_improvement=gate_min_improvement, thresholds=gate_thresholds,
-                          against_base=gate_against_base)
-        gate.set_display_name("gate")
+        gate = _step(gate_model(results=selected.outputs["results"], gate_metric=gate_metric,
+                                min_improvement=gate_min_improvement, thresholds=gate_thresholds,
+                                against_base=gate_against_base), "gate", image, heavy=False)
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
-            registered = _heavy(register_model(model=selected.outputs["model"], results=selected.outputs["results"],
-                                               registered_name=registered_model_name,
-                                               mlflow_tracking_uri=mlflow_tracking_uri), "register challenger")
+            registered = _step(register_model(model=selected.outputs["model"], results=selected.outputs["results"],
+                                              registered_name=registered_model_name,
+                                              mlflow_tracking_uri=mlflow_tracking_uri), "register challenger", image)
             registered.after(candidates)   # so that the challenger reuses its candidate version
             _with_secrets(registered)
-            deployed = _heavy(deploy_model(
+            deployed = _step(deploy_model(
                 model_uri=registered.outputs["model_uri"], storage_uri=registered.outputs["storage_uri"],
                 target=deploy_target, service_name=registered_model_name, mlflow_tracking_uri=mlflow_tracking_uri,
                 namespace=serving_namespace, runtime=serving_runtime, image=image, gpus=serving_gpus,
+                cpu=serving_cpu, memory=serving_memory,
                 accelerator_type=accelerator_type, node_selector=node_selector, tolerations=tolerations,
                 canary_traffic_percent=canary_traffic_percent, service_account=serving_service_account,
                 state_dir=local_state_dir, run_id=run_id, timeout_minutes=deploy_timeout_minutes,
-                queue_name=queue_name), "deploy")
+                queue_name=queue_name), "deploy", image)
             _with_secrets(deployed)
-            smoked = _heavy(smoke_test_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
-                                                prompt=smoke_prompt), "smoke test")
+            smoked = _step(smoke_test_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
+                                               prompt=smoke_prompt), "smoke test", image)
             kubernetes.use_secret_as_env(smoked, secret_name="amopo-serve", secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"},
                                          optional=True)
-            checked = _heavy(check_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
-                                            model=selected.outputs["model"], tasks=endpoint_check_tasks,
-                                            limit=endpoint_check_limit, tolerance=endpoint_check_tolerance),
-                             "check endpoint against checkpoint")
+            checked = _step(check_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
+                                           model=selected.outputs["model"], tasks=endpoint_check_tasks,
+                                           limit=endpoint_check_limit, tolerance=endpoint_check_tolerance),
+                            "check endpoint against checkpoint", image)
             kubernetes.use_secret_as_env(checked, secret_name="amopo-serve",
                                          secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"}, optional=True)
-            promoted = _heavy(promote_model(registered_name=registered_model_name,
-                                            version=registered.outputs["version"], gate_metric=gate_metric,
-                                            min_improvement=gate_min_improvement, thresholds=gate_thresholds,
-                                            mlflow_tracking_uri=mlflow_tracking_uri), "promote champion")
+            _placed(_sized(checked, endpoint_check_cpu, endpoint_check_memory, endpoint_check_gpus), node_selector,
+                    tolerations)
+            promoted = _step(promote_model(registered_name=registered_model_name,
+                                           version=registered.outputs["version"], gate_metric=gate_metric,
+                                           min_improvement=gate_min_improvement, thresholds=gate_thresholds,
+                                           mlflow_tracking_uri=mlflow_tracking_uri), "promote champion", image)
             promoted.after(smoked, checked)
             _with_secrets(promoted)

@@ -37,7 +37,7 @@ def _train_kwargs(dataset, tiny_model_dir: Path, root: Path, **kw) -> dict:
                 mlflow_experiment="components", launcher="local", num_processes=1, num_nodes=1, gpus_per_node=0,
                 accelerator_type="", accelerate_config="ddp", image="img", namespace="amopo", workspace_pvc="ws", node_selector={},
                 tolerations=[], timeout_minutes=10, training_runtime="torch-distributed", queue_name="",
-                model=_artifact(dsl.Model, root, "model"),
+                cpu_per_node="4", memory_per_node="16Gi", model=_artifact(dsl.Model, root, "model"),
                 metrics=_artifact(dsl.Metrics, root, "train-metrics"), curves=_artifact(dsl.HTML, root, "curves"),
                 **kw)
 
@@ -196,7 +196,7 @@ def test_register_deploy_smoke_test_promote_and_clean_up(chain):
     state_dir, run_id = root / "serving", "run-1"
     url, served_name = deploy_model.python_func(
         model_uri=model_uri, storage_uri=storage_uri, target="local", service_name="comp", mlflow_tracking_uri=uri,
-        namespace="amopo", runtime="huggingface", image="", gpus=0, accelerator_type="", node_selector={},
+        namespace="amopo", runtime="huggingface", image="", gpus=0, cpu="2", memory="8Gi", accelerator_type="", node_selector={},
         tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(state_dir), run_id=run_id, timeout_minutes=5,
         queue_name="")
     try:
@@ -223,7 +223,7 @@ def test_deploy_and_smoke_test_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="target must be 'local' or 'kserve', got 'nomad'"):
         deploy_model.python_func(model_uri="m", storage_uri="s", target="nomad", service_name="x",
                                  mlflow_tracking_uri="", namespace="n", runtime="huggingface", image="", gpus=0,
-                                 accelerator_type="", node_selector={}, tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(tmp_path), run_id="r",
+                                 cpu="2", memory="8Gi", accelerator_type="", node_selector={}, tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(tmp_path), run_id="r",
                                  timeout_minutes=1, queue_name="")
     with pytest.raises(AmopoError, match="unreachable after 1 tries"):
         from amopo.serving.smoke import smoke_test
@@ -300,8 +300,8 @@ async def test_deploy_to_kserve_creates_the_inferenceservice_and_returns_its_clu
         try:
             return deploy_model.python_func(
                 model_uri="models:/amopo/3", storage_uri=storage, target="kserve", service_name="amopo",
-                mlflow_tracking_uri="", namespace="serving", runtime="huggingface", image="", gpus=1,
-                accelerator_type="NVIDIA-H100-80GB-HBM3", node_selector={"pool": "serve"},
+                mlflow_tracking_uri="", namespace="serving", runtime="huggingface", image="", gpus=1, cpu="6",
+                memory="40Gi", accelerator_type="NVIDIA-H100-80GB-HBM3", node_selector={"pool": "serve"},
                 tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                 canary_traffic_percent=100, service_account="amopo-serving", state_dir=str(tmp_path), run_id="r",
                 timeout_minutes=1, queue_name="team-a")
@@ -313,7 +313,8 @@ async def test_deploy_to_kserve_creates_the_inferenceservice_and_returns_its_clu
     predictor = stored(kmock, PLURAL, "serving", "amopo")["spec"]["predictor"]
     assert stored(kmock, PLURAL, "serving", "amopo")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert predictor["model"]["storageUri"] == storage and predictor["model"]["modelFormat"]["name"] == "huggingface"
-    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert predictor["model"]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "40Gi"}
+    assert predictor["model"]["resources"]["requests"] == {"cpu": "6", "memory": "40Gi"}
     assert predictor["nodeSelector"] == {"pool": "serve", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert predictor["tolerations"][0]["key"] == "nvidia.com/gpu" and "canaryTrafficPercent" not in predictor
     url = f"/apis/{GROUP}/{VERSION}/namespaces/serving/{PLURAL}/amopo/status"

@@ -25,9 +25,12 @@ HEAVY = ["annotate-data", "prepare-data", "train-model", "evaluate-model", "comp
          "promote-model"]
 
 
-def _compile(out: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "AMOPO_IMAGE"}
-    subprocess.run([sys.executable, "-m", "amopo", "pipeline", "compile", "--output", str(out)], cwd=ROOT, env=env,
+IMAGE_PLACEHOLDER = "{{$.inputs.parameters['pipelinechannel--image']}}"
+PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+
+
+def _compile(out: Path, *extra: str) -> None:
+    subprocess.run([sys.executable, "-m", "amopo", "pipeline", "compile", "--output", str(out), *extra], cwd=ROOT,
                    check=True, capture_output=True)
 
 
@@ -88,10 +91,111 @@ def test_dag_is_gated_and_cleans_up(compiled):
     every = {**handler, **per_objective, **gated}
     for name in HEAVY:
         assert every[name].get("cachingOptions", {}).get("enableCache", False) is False, name
-    # every component runs in the project image, which carries kfp: nothing is pip-installed at run time
+    # every component runs in the run's image (the `image` parameter), which carries kfp: nothing is
+    # pip-installed at run time
     for name, executor in spec["deploymentSpec"]["executors"].items():
-        assert executor["container"]["image"] == "ghcr.io/amopo/amopo:0.1.0", name
+        assert executor["container"]["image"] == IMAGE_PLACEHOLDER, name
         assert "pip install" not in " ".join(executor["container"].get("command", [])), name
+    from amopo import IMAGE
+
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == IMAGE
+
+
+def test_compile_image_sets_the_image_of_every_step_in_one_place(tmp_path, compiled):
+    out = tmp_path / "other.yaml"
+    _compile(out, "--image", "registry.example.com/team/amopo:7")
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == \
+        "registry.example.com/team/amopo:7"
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {IMAGE_PLACEHOLDER}
+    # nothing else names an image: the default above is the only place that changed
+    assert "ghcr.io" not in out.read_text()
+    default = compiled[0].read_text().replace("ghcr.io/amopo/amopo:0.1.0", "registry.example.com/team/amopo:7")
+    assert out.read_text() == default
+
+
+def _tasks_in_scope(spec: dict) -> list[tuple[str, dict, set[str]]]:
+    """(name, task, inputs of the DAG around it) for every task of every DAG of the compiled pipeline."""
+    found = []
+
+    def walk(dag: dict, scope: set[str]) -> None:
+        for name, task in dag["tasks"].items():
+            found.append((name, task, scope))
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], set(component.get("inputDefinitions", {}).get("parameters", {})))
+
+    walk(spec["root"]["dag"], set(spec["root"]["inputDefinitions"]["parameters"]))
+    return found
+
+
+def test_every_parameter_a_task_reads_reaches_it_through_every_enclosing_dag(compiled):
+    """kfp 2.17 compiles resource settings without passing their parameters down nested DAGs (the
+    pipeline registers them itself): every input a task takes from its DAG must be an input of that
+    DAG, and every placeholder in a container (image, resources) an input of its task."""
+    _, docs = compiled
+    spec = docs["spec"]
+    executors = spec["deploymentSpec"]["executors"]
+    checked = 0
+    for name, task, scope in _tasks_in_scope(spec):
+        inputs = task.get("inputs", {}).get("parameters", {})
+        for key, source in inputs.items():
+            if "componentInputParameter" in source:
+                assert source["componentInputParameter"] in scope, (name, key, source)
+        label = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+        if label:
+            for placeholder in PLACEHOLDER.findall(json.dumps(executors[label]["container"])):
+                assert placeholder in inputs, (name, placeholder)
+                checked += 1
+    assert checked >= 15 + 3 * 4   # every image, and the cpu/memory/gpu settings of three steps
+
+
+@pytest.mark.parametrize("executor, prefix", [("exec-evaluate-model", "eval"), ("exec-compare-objectives", "compare"),
+                                              ("exec-check-endpoint", "endpoint_check")])
+def test_evaluate_compare_and_endpoint_check_are_sized_by_parameters(compiled, executor, prefix):
+    _, docs = compiled
+    spec = docs["spec"]
+    resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+
+    def param(field: str) -> str:
+        return PLACEHOLDER.fullmatch(field).group(1).removeprefix("pipelinechannel--")
+
+    assert param(resources["resourceCpuRequest"]) == f"{prefix}_cpu"
+    assert param(resources["resourceMemoryRequest"]) == param(resources["resourceMemoryLimit"]) == f"{prefix}_memory"
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert param(resources["accelerator"]["resourceCount"]) == f"{prefix}_gpus"
+    # KFP resolves a pod's resources from string values only, and "" must mean no GPU
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    for suffix in ("cpu", "memory", "gpus"):
+        assert defaults[f"{prefix}_{suffix}"]["parameterType"] == "STRING"
+    assert defaults[f"{prefix}_gpus"]["defaultValue"] == ""
+    platform = docs["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+    assert "nodeSelector" in platform and "tolerations" in platform
+
+
+@pytest.mark.parametrize("gpus, expected", [("", None), ("2", "2")])
+def test_an_empty_gpu_count_gives_the_pod_no_gpu_at_all(compiled, gpus, expected):
+    from pipelines.compiled_tasks import container_tasks
+    from pipelines.step_pods import step_pods
+
+    _, docs = compiled
+    tasks = [t for t in container_tasks(docs["spec"], {"eval_gpus": gpus}) if t.name == "evaluate-model"]
+    (pod,) = step_pods(docs["spec"], docs["platform"], tasks, namespace="amopo", service_account=None, run_name="r")
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert resources["limits"].get("nvidia.com/gpu") == expected
+    assert ("nvidia.com/gpu" in resources["limits"]) is (expected is not None)
+
+
+def test_pod_sizes_kfp_could_not_use_are_refused_before_submission():
+    from pipelines.params import check_pod_resources
+
+    check_pod_resources({"eval_cpu": "500m", "eval_memory": "16Gi", "eval_gpus": "", "compare_gpus": "8"})
+    for bad, words in [({"eval_gpus": "0"}, "eval_gpus: '0' must be a GPU count >= 1, or empty"),
+                       ({"compare_gpus": "two"}, "compare_gpus"), ({"eval_cpu": "lots"}, "eval_cpu: 'lots' is not"),
+                       ({"trainjob_memory": ""}, "trainjob_memory: '' is not a Kubernetes quantity")]:
+        with pytest.raises(ConfigError, match=words):
+            check_pod_resources(bad)
 
 
 def test_secrets_and_scheduling_come_from_kubernetes_not_parameters(compiled):

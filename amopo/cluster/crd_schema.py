@@ -5,7 +5,7 @@ The API server prunes fields a structural schema does not list, so a misplaced f
 object schema that lists ``properties`` and neither ``additionalProperties`` nor
 ``x-kubernetes-preserve-unknown-fields`` is closed, so such a field is an error, as with
 ``kubectl apply --validate=strict``. CEL rules (``x-kubernetes-validations``) are not evaluated.
-Needs ``jsonschema`` (a test dependency).
+Needs ``jsonschema``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,17 @@ from amopo.cluster.errors import ClusterError
 def _load_crd(path: str) -> dict:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # CRDs are megabytes; the C loader is ~10x faster
     return yaml.load(Path(path).read_text(), Loader=loader)
+
+
+def find_crd(crd_dir: str | Path, api_version: str, kind: str) -> Path | None:
+    """The CustomResourceDefinition file in ``crd_dir`` that serves ``kind`` in ``api_version``'s group, if any."""
+    group = api_version.split("/")[0]
+    for path in sorted(Path(crd_dir).glob("*.yaml")):
+        crd = _load_crd(str(path))
+        if (isinstance(crd, dict) and crd.get("kind") == "CustomResourceDefinition"
+                and crd["spec"].get("group") == group and crd["spec"]["names"].get("kind") == kind):
+            return path
+    return None
 
 
 def crd_schema(crd_file: str | Path, version: str | None = None) -> dict:

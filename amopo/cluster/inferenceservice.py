@@ -114,6 +114,26 @@ def inferenceservice_manifest(name: str, namespace: str, storage_uri: str, *, ru
     return k8s.ApiClient().sanitize_for_serialization(isvc)
 
 
+def deploy_step_manifest(*, service_name: str, namespace: str, storage_uri: str, runtime: str, image: str,
+                         gpus: int, cpu: str, memory: str, accelerator_type: str, node_selector: dict,
+                         tolerations: list, canary_traffic_percent: int, service_account: str,
+                         queue_name: str) -> dict:
+    """The InferenceService the deploy step creates, from its inputs (named as the component names
+    them): the one mapping the step and `amopo pipeline submit --dry-run` share.
+
+    A ``canary_traffic_percent`` of 0 or 100 sends all traffic to the new revision; ``accelerator_type``
+    (the GPU-product node label) applies only with ``gpus``; empty strings are unset values.
+    """
+    from amopo.cluster.pod_parts import with_accelerator
+
+    return inferenceservice_manifest(
+        service_name, namespace, storage_uri, runtime=runtime, image=image or None, gpus=gpus, cpu=cpu,
+        memory=memory, canary_traffic_percent=canary_traffic_percent if 0 < canary_traffic_percent < 100 else None,
+        service_account=service_account or None, tolerations=tolerations,
+        node_selector=with_accelerator(node_selector, accelerator_type if gpus else ""),
+        queue_name=queue_name or None)
+
+
 def isvc_state(obj: dict) -> tuple[str, str, str]:
     """(state, reason, message) of an InferenceService dict: state is ``ready``, ``failed`` or ``waiting``.
 

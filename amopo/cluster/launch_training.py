@@ -41,6 +41,11 @@ def new_job_name(prefix: str = "amopo-train") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def staged_config_file(workspace: str | Path, job_name: str) -> Path:
+    """Where the resolved `amopo train` config of TrainJob ``job_name`` is staged: WORKSPACE/runs/JOB/."""
+    return Path(workspace) / "runs" / job_name / "train_config.yaml"
+
+
 def _copy_tree(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temporary sibling, so ``dst`` is either absent or complete."""
     tmp = dst.with_name(f".{dst.name}.partial")
@@ -91,6 +96,49 @@ def collect_output(run_dir: Path, output: Path) -> dict:
     return json.loads(summary_file.read_text(encoding="utf-8"))
 
 
+# Where the train step mounts the workspace PVC (the pipeline mounts it there; TrainJob pods too).
+STEP_WORKSPACE = "/workspace"
+
+
+def trainjob_settings(*, image: str, namespace: str, workspace_pvc: str, num_nodes: int, gpus_per_node: int,
+                      num_processes: int, accelerate_config: str, node_selector: dict, accelerator_type: str,
+                      tolerations: list, timeout_minutes: int, training_runtime: str, queue_name: str,
+                      cpu_per_node: str, memory_per_node: str) -> dict:
+    """The train step's inputs (named as the component names them) as :func:`train_on_cluster`'s
+    keyword arguments: the one mapping the step and `amopo pipeline submit --dry-run` share.
+
+    ``num_processes`` is the processes per CPU node; ``accelerator_type`` adds the GPU-product node
+    label; an empty ``queue_name`` is no queue.
+    """
+    from amopo.cluster.pod_parts import with_accelerator
+
+    return dict(image=image, namespace=namespace, workspace_pvc=workspace_pvc, num_nodes=num_nodes,
+                gpus_per_node=gpus_per_node, procs_per_node=num_processes, accelerate_config=accelerate_config,
+                node_selector=with_accelerator(node_selector, accelerator_type), tolerations=tolerations,
+                timeout_s=timeout_minutes * 60.0, runtime=training_runtime, queue_name=queue_name or None,
+                cpu=cpu_per_node, memory=memory_per_node)
+
+
+def step_trainjob(name: str, config_file: str | Path, *, workspace: str, image: str, namespace: str,
+                  workspace_pvc: str, num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
+                  accelerate_config: str = "ddp", node_selector: dict | None = None, tolerations: list | None = None,
+                  timeout_s: float = 24 * 3600.0, cpu: str = "4", memory: str = "16Gi",
+                  runtime: str = DEFAULT_RUNTIME, queue_name: str | None = None) -> dict:
+    """The TrainJob :func:`train_on_cluster` creates to run the config staged at ``config_file``.
+
+    Every pod mounts ``workspace_pvc`` at ``workspace`` and takes the MLflow and S3 credentials from
+    the optional Secrets of :data:`SECRET_ENV`; GPU pods get an in-memory /dev/shm, CPU pods one
+    OpenMP thread per process.
+    """
+    return trainjob_manifest(
+        name, namespace, image, ["--config", str(config_file)], num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        procs_per_node=procs_per_node, cpu=cpu, memory=memory, distributed=accelerate_config,
+        env={"OMP_NUM_THREADS": "1"} if not gpus_per_node else None, secret_env=SECRET_ENV,
+        optional_secrets=True, node_selector=node_selector, tolerations=tolerations, workspace_pvc=workspace_pvc,
+        workspace_mount=workspace, shm_size="16Gi" if gpus_per_node else None,
+        active_deadline_s=max(1, int(timeout_s)), runtime=runtime, queue_name=queue_name)
+
+
 def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: str, workspace_pvc: str,
                      num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
                      accelerate_config: str = "ddp", node_selector: dict | None = None,
@@ -127,18 +175,16 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
     if not image:
         raise ClusterError("launcher 'trainjob' needs the image the trainer pods run (the amopo image)")
     name = job_name or new_job_name()
-    run_dir = Path(workspace) / "runs" / name
+    config_file = staged_config_file(workspace, name)
+    run_dir = config_file.parent
     staged = stage_inputs(config_lib.to_dict(cfg), run_dir)
-    config_file = run_dir / "train_config.yaml"
     config_file.write_text(config_lib.dump_yaml(config_lib.from_dict(TrainConfig, staged, "train options")),
                            encoding="utf-8")
-    manifest = trainjob_manifest(
-        name, namespace, image, ["--config", str(config_file)], num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        procs_per_node=procs_per_node, cpu=cpu, memory=memory, distributed=accelerate_config,
-        env={"OMP_NUM_THREADS": "1"} if not gpus_per_node else None, secret_env=SECRET_ENV,
-        optional_secrets=True, node_selector=node_selector, tolerations=tolerations, workspace_pvc=workspace_pvc,
-        workspace_mount=workspace, shm_size="16Gi" if gpus_per_node else None,
-        active_deadline_s=max(1, int(timeout_s)), runtime=runtime, queue_name=queue_name)
+    manifest = step_trainjob(
+        name, config_file, workspace=workspace, image=image, namespace=namespace, workspace_pvc=workspace_pvc,
+        num_nodes=num_nodes, gpus_per_node=gpus_per_node, procs_per_node=procs_per_node,
+        accelerate_config=accelerate_config, node_selector=node_selector, tolerations=tolerations,
+        timeout_s=timeout_s, cpu=cpu, memory=memory, runtime=runtime, queue_name=queue_name)
     log(f"TrainJob {namespace}/{name}: {num_nodes} node(s) × {gpus_per_node or procs_per_node} process(es), "
         f"{accelerate_config}; staged under {run_dir}")
     run_trainjob(manifest, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
