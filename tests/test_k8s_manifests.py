@@ -34,13 +34,19 @@ OVERLAYS = ["cpu-dev", "gpu"]
 CRD_KINDS = {"InferenceService", "TrainJob"}
 POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
-# What the pipeline's ServiceAccount may do, and nothing more: (apiGroup, resource) -> verbs.
+# What the pipeline's ServiceAccount may do, and nothing more: (apiGroup, resource, resourceNames) -> verbs.
+# The steps manage TrainJobs and InferenceServices; Argo's executor and KFP's driver and launcher,
+# which run in every pod of the run under the same account, need the rest.
 PIPELINE_RULES = {
-    ("trainer.kubeflow.org", "trainjobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("serving.kserve.io", "inferenceservices"): {"get", "list", "watch", "create", "patch", "update", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("", "pods/log"): {"get"},
+    ("trainer.kubeflow.org", "trainjobs", ()): {"get", "list", "watch", "create", "patch", "delete"},
+    ("serving.kserve.io", "inferenceservices", ()): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "pods", ()): {"get", "list", "watch"},
+    ("", "pods/log", ()): {"get"},
+    ("argoproj.io", "workflowtaskresults", ()): {"create", "patch"},
+    ("", "configmaps", ("kfp-launcher",)): {"get"},
+    ("", "secrets", ("mlpipeline-minio-artifact",)): {"get"},
 }
+VALUES = sorted((K8S / "values").glob("*.yaml"))
 SECRET_LIKE_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|POSTGRES_USER|ROOT_USER")
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
@@ -146,12 +152,27 @@ def test_builtin_objects_validate_strictly(overlay):
 
 @needs_kubectl
 @needs_crds
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_custom_resources_validate_against_their_crds(overlay):
-    objects = [o for o in render(f"overlays/{overlay}") if o["kind"] in CRD_KINDS]
-    assert objects
+def test_custom_resources_validate_against_their_crds():
+    objects = [o for overlay in OVERLAYS for o in render(f"overlays/{overlay}") if o["kind"] in CRD_KINDS]
+    assert [o["kind"] for o in objects] == ["TrainJob"]
     errors = [e for o in objects for e in schema_errors(o)]
     assert not errors, "\n".join(errors)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_overlay_applies_an_inferenceservice(overlay):
+    """The pipeline's deploy step creates the InferenceService (under the registered model's name) from
+    a real model; one applied here could only carry a placeholder that never loads, and re-applying the
+    overlay would revert the pipeline's deployment."""
+    assert not [o for o in render(f"overlays/{overlay}") if o["kind"] == "InferenceService"]
+
+
+def _inferenceservice() -> dict:
+    from amopo.cluster.inferenceservice import inferenceservice_manifest
+
+    return inferenceservice_manifest("amopo", NAMESPACE, "s3://amopo-mlflow/artifacts/1/models/m/artifacts/model",
+                                     gpus=1, min_replicas=1, service_account="amopo-serving")
 
 
 def _set(obj: dict, path: str, value) -> dict:
@@ -188,7 +209,7 @@ def _rename(obj: dict, path: str, new_key: str) -> dict:
 ], ids=["isvc-misspelled", "isvc-wrong-type", "isvc-missing-required", "isvc-bad-metadata",
         "trainjob-wrong-type", "trainjob-missing-required", "trainjob-unpatchable-field"])
 def test_validator_rejects_broken_custom_resources(kind, break_it, expected):
-    good = only(render("overlays/gpu"), kind)
+    good = _inferenceservice() if kind == "InferenceService" else only(render("overlays/gpu"), kind)
     assert schema_errors(good) == []
     errors = schema_errors(break_it(good))
     assert any(expected in e for e in errors), f"a broken {kind} passed validation or failed otherwise: {errors}"
@@ -261,12 +282,13 @@ def test_pipeline_role_grants_exactly_what_the_pipeline_needs(overlay):
     objects = render(f"overlays/{overlay}")
     roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
     assert [r["kind"] for r in roles] == ["Role"], "only one namespaced Role is expected"
-    granted: dict[tuple[str, str], set[str]] = {}
+    granted: dict[tuple[str, str, tuple], set[str]] = {}
     for rule in roles[0]["rules"]:
-        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs")
+        assert not rule.get("nonResourceURLs")
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
-                granted.setdefault((group, resource), set()).update(rule["verbs"])
+                key = (group, resource, tuple(rule.get("resourceNames", ())))
+                granted.setdefault(key, set()).update(rule["verbs"])
     assert granted == PIPELINE_RULES
     binding = only(objects, "RoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
@@ -279,7 +301,7 @@ def test_pipeline_role_grants_exactly_what_the_pipeline_needs(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_container_runs_as_root(overlay):
     pods = [(o, p) for o in render(f"overlays/{overlay}") for p in pod_specs(o)]
-    assert {o["kind"] for o, _ in pods} >= {"Deployment", "InferenceService"}
+    assert {o["kind"] for o, _ in pods} >= {"Deployment"}
     for obj, pod in pods:
         pod_ctx = pod.get("securityContext", {})
         for c in containers(pod):
@@ -332,9 +354,9 @@ def test_every_container_has_an_image_and_third_party_images_are_pinned(overlay)
             continue  # a `model:` block runs the ServingRuntime's image
         assert image, f"a {kind} container has no image"
         name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
-        if name != "amopo":  # amopo:latest is the placeholder for the project image (k8s/README.md)
+        if name != "amopo":  # amopo:TAG is the project image (k8s/README.md)
             assert tag and tag != "latest", f"{image}: pin third-party images to a release tag"
-    assert ("Deployment", "amopo:latest") in images
+    assert ("Deployment", "amopo:0.1.0" if overlay == "cpu-dev" else "amopo:latest") in images
 
 
 def pod_labels(objects: list[dict], deployment: str) -> dict:
@@ -366,8 +388,12 @@ def test_mlflow_server_uses_postgres_s3_and_probes_health(overlay):
     service = only(objects, "Service", "amopo-mlflow")
     assert [p["port"] for p in service["spec"]["ports"]] == [5000]
     assert service["spec"]["selector"].items() <= pod_labels(objects, "amopo-mlflow").items()
-    config = only(objects, "ConfigMap", "amopo-config")
-    assert config["data"]["MLFLOW_TRACKING_URI"] == "http://amopo-mlflow.amopo.svc.cluster.local:5000"
+    # every values file points runs at this Service, by a name the server accepts as Host
+    address = f"http://{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+    assert VALUES
+    for path in VALUES:
+        assert yaml.safe_load(path.read_text())["parameters"]["mlflow_tracking_uri"] == address, path
+    assert not [o for o in objects if o["kind"] == "ConfigMap"], "runs take their settings from k8s/values/"
 
 
 @needs_kubectl
@@ -393,38 +419,21 @@ def parses_as_amopo(args: list[str]) -> None:
 
 
 @needs_kubectl
-def test_cpu_dev_serves_the_project_image_with_real_flags():
+def test_cpu_dev_runs_the_loaded_project_image_without_pulling_it():
+    """On kind/minikube/k3d the image is loaded, not pushed, so nothing may pull it: the stack runs it
+    with IfNotPresent, and runs with k8s/values/cpu-dev.yaml use the same loaded tag, not `latest`
+    (which Kubernetes would pull Always)."""
     objects = render("overlays/cpu-dev")
-    isvc = only(objects, "InferenceService")
-    predictor = isvc["spec"]["predictor"]
-    (c,) = predictor["containers"]
-    assert c["name"] == "kserve-container" and c["image"] == "amopo:latest"
-    assert c["command"] == ["amopo"] and c["args"][0] == "serve"
-    parses_as_amopo(c["args"])
-    args = c["args"]
-    assert args[args.index("--model") + 1] == "/mnt/models"
-    assert args[args.index("--host") + 1] == "0.0.0.0"
-    assert int(args[args.index("--port") + 1]) == c["ports"][0]["containerPort"] == 8080
-    env = {e["name"]: e.get("value") for e in c.get("env", [])}
-    assert env["STORAGE_URI"].startswith("s3://")
-    assert "nvidia.com/gpu" not in str(c["resources"])
-    assert predictor["serviceAccountName"] == "amopo-serving"
+    project = [(o, c) for o in objects for p in pod_specs(o) for c in containers(p)
+               if c.get("image", "").rpartition(":")[0] == "amopo"]
+    assert project, "the dev stack runs the project image somewhere"
+    for obj, c in project:
+        assert c.get("imagePullPolicy") in ("IfNotPresent", "Never"), f"{obj['kind']}/{obj['metadata']['name']}"
+    run_image = yaml.safe_load((K8S / "values" / "cpu-dev.yaml").read_text())["parameters"]["image"]
+    assert {c["image"] for _, c in project} == {run_image} and not run_image.endswith(":latest")
     for kind, name in [("StatefulSet", "amopo-postgres"), ("Deployment", "amopo-minio"),
                        ("Service", "amopo-postgres"), ("Service", "amopo-minio"), ("Job", "amopo-minio-bucket")]:
         only(objects, kind, name)
-
-
-@needs_kubectl
-def test_gpu_inferenceservice_uses_the_huggingface_runtime_on_a_gpu():
-    isvc = only(render("overlays/gpu"), "InferenceService")
-    predictor = isvc["spec"]["predictor"]
-    model = predictor["model"]
-    assert model["modelFormat"]["name"] == "huggingface"
-    assert model["storageUri"].startswith("s3://")
-    assert int(model["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    assert predictor["nodeSelector"]
-    assert any(t["key"] == "nvidia.com/gpu" for t in predictor["tolerations"])
-    assert predictor["serviceAccountName"] == "amopo-serving"
 
 
 @needs_kubectl
@@ -457,3 +466,119 @@ def test_gpu_trainjob_runs_amopo_train_under_torchrun_on_two_gpu_nodes():
     assert data and all(p.startswith("/workspace/") for p in data)
     env = {e["name"]: e.get("value") for e in trainer["env"]}
     assert {k: env.get(k) for k in NCCL_ENV} == NCCL_ENV, "the example sets the pipeline's NCCL defaults"
+
+
+# --- Kueue queues (k8s/kueue) ----------------------------------------------------------------
+
+# Kueue's v1beta1 API (kueue.x-k8s.io), as its CRDs in kubernetes-sigs/kueue
+# (config/components/crd/bases) declare the fields k8s/kueue uses; no Kueue CRD is beside the
+# project, so these strict subsets stand in for them: any other field fails.
+_KUEUE_NAME = {"type": "string", "maxLength": 253,
+               "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
+_KUEUE_QUANTITY = {"anyOf": [{"type": "integer", "minimum": 0},
+                             {"type": "string", "pattern": r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE])?$"}]}
+_STOP_POLICY = {"enum": ["None", "Hold", "HoldAndDrain"]}
+KUEUE_SPECS = {
+    "ResourceFlavor": {"type": "object", "additionalProperties": False, "properties": {
+        "nodeLabels": {"type": "object", "maxProperties": 8, "additionalProperties": {"type": "string"}},
+        "nodeTaints": {"type": "array", "maxItems": 8}, "tolerations": {"type": "array", "maxItems": 8},
+        "topologyName": {"type": "string"}}},
+    "ClusterQueue": {"type": "object", "additionalProperties": False, "properties": {
+        "cohort": _KUEUE_NAME, "stopPolicy": _STOP_POLICY,
+        "queueingStrategy": {"enum": ["StrictFIFO", "BestEffortFIFO"]},
+        "namespaceSelector": {"type": "object", "additionalProperties": False, "properties": {
+            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matchExpressions": {"type": "array"}}},
+        "resourceGroups": {"type": "array", "maxItems": 16, "items": {
+            "type": "object", "additionalProperties": False, "required": ["coveredResources", "flavors"],
+            "properties": {
+                "coveredResources": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
+                "flavors": {"type": "array", "minItems": 1, "maxItems": 64, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name", "resources"],
+                    "properties": {"name": _KUEUE_NAME, "resources": {
+                        "type": "array", "minItems": 1, "maxItems": 64, "items": {
+                            "type": "object", "additionalProperties": False, "required": ["name", "nominalQuota"],
+                            "properties": {"name": {"type": "string"}, "nominalQuota": _KUEUE_QUANTITY,
+                                           "borrowingLimit": _KUEUE_QUANTITY,
+                                           "lendingLimit": _KUEUE_QUANTITY}}}}}}}}}}},
+    "LocalQueue": {"type": "object", "additionalProperties": False, "required": ["clusterQueue"],
+                   "properties": {"clusterQueue": _KUEUE_NAME, "stopPolicy": _STOP_POLICY}},
+}
+CLUSTER_SCOPED_KUEUE = {"ResourceFlavor", "ClusterQueue"}
+
+
+def kueue_errors(obj: dict) -> list[str]:
+    """Why ``obj`` is not a valid Kueue v1beta1 object of k8s/kueue's kinds (empty when it is)."""
+    where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if obj.get("apiVersion") != "kueue.x-k8s.io/v1beta1" or obj.get("kind") not in KUEUE_SPECS:
+        return [f"{where}: not a kueue.x-k8s.io/v1beta1 {'/'.join(KUEUE_SPECS)}"]
+    schema = {"type": "object", "additionalProperties": False, "required": ["apiVersion", "kind", "metadata"],
+              "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                             "metadata": _METADATA_SCHEMA, "spec": KUEUE_SPECS[obj["kind"]]}}
+    errors = [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(obj)]
+    # The CRD's CEL rule: each flavor lists every covered resource, in the same order.
+    for group in obj.get("spec", {}).get("resourceGroups", []):
+        for flavor in group.get("flavors", []):
+            if [r.get("name") for r in flavor.get("resources", [])] != group.get("coveredResources"):
+                errors.append(f"{where}: flavor {flavor.get('name')} must list the covered resources in order")
+    return errors
+
+
+@needs_kubectl
+def test_kueue_queues_validate_and_refer_to_each_other():
+    objects = render("kueue")
+    assert sorted(o["kind"] for o in objects) == ["ClusterQueue", "LocalQueue", "ResourceFlavor"]
+    errors = [e for o in objects for e in kueue_errors(o)]
+    assert not errors, "\n".join(errors)
+    for obj in objects:  # cluster-scoped kinds carry no namespace; the LocalQueue lives beside the runs
+        assert obj["metadata"].get("namespace") == (None if obj["kind"] in CLUSTER_SCOPED_KUEUE else NAMESPACE)
+    queue, cluster_queue = only(objects, "LocalQueue"), only(objects, "ClusterQueue")
+    assert queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
+    flavors = {f["name"] for g in cluster_queue["spec"]["resourceGroups"] for f in g["flavors"]}
+    assert flavors == {o["metadata"]["name"] for o in objects if o["kind"] == "ResourceFlavor"}
+    assert cluster_queue["spec"]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+
+
+@pytest.mark.parametrize("break_it, expected", [
+    (lambda o: _rename(o, "spec.clusterQueue", "clusterQeueu"), "'clusterQeueu' was unexpected"),
+    (lambda o: _set(o, "spec.stopPolicy", "Pause"), "is not one of"),
+    (lambda o: _set(o, "apiVersion", "kueue.x-k8s.io/v1alpha1"), "not a kueue.x-k8s.io/v1beta1"),
+], ids=["misspelled", "bad-enum", "wrong-version"])
+def test_the_kueue_check_rejects_broken_queues(break_it, expected):
+    queue = yaml.safe_load((K8S / "kueue" / "local-queue.yaml").read_text())
+    assert kueue_errors(queue) == []
+    assert any(expected in e for e in kueue_errors(break_it(queue))), kueue_errors(queue)
+
+
+def test_the_kueue_check_rejects_a_flavor_that_skips_a_covered_resource():
+    cluster_queue = yaml.safe_load((K8S / "kueue" / "cluster-queue.yaml").read_text())
+    cluster_queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"].pop()
+    assert any("must list the covered resources in order" in e for e in kueue_errors(cluster_queue))
+
+
+@needs_kubectl
+def test_the_gpu_values_queue_fits_what_their_run_creates(tmp_path):
+    """The LocalQueue is the one cluster-gpu.yaml names, and its ClusterQueue covers every resource
+    that run's TrainJob and InferenceService request (Kueue admits nothing that asks for an uncovered one)."""
+    from pipelines.dry_run import dry_run
+    from pipelines.params import pipeline_parameters
+    from pipelines.values import load_values
+
+    values = load_values(K8S / "values" / "cluster-gpu.yaml")
+    objects = render("kueue")
+    assert values.parameters["queue_name"] == only(objects, "LocalQueue")["metadata"]["name"]
+    assert values.parameters["namespace"] == only(objects, "LocalQueue")["metadata"]["namespace"]
+    plan = {"params": values.parameters, "resolved": {**pipeline_parameters(), **values.parameters},
+            "namespace": values.parameters["namespace"], "service_account": values.run["service_account"]}
+    dry_run(plan, output_dir=tmp_path / "out")
+    covered = {r for g in only(objects, "ClusterQueue")["spec"]["resourceGroups"] for r in g["coveredResources"]}
+    job = yaml.safe_load((tmp_path / "out" / "trainjob.yaml").read_text())
+    isvc = yaml.safe_load((tmp_path / "out" / "inferenceservice.yaml").read_text())
+    requested = {*job["spec"]["trainer"]["resourcesPerNode"]["requests"],
+                 *job["spec"]["trainer"]["resourcesPerNode"]["limits"],
+                 *isvc["spec"]["predictor"]["model"]["resources"]["requests"],
+                 *isvc["spec"]["predictor"]["model"]["resources"]["limits"]}
+    assert requested == {"cpu", "memory", "nvidia.com/gpu"} and requested <= covered
+    for obj in (job, isvc):
+        assert obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == values.parameters["queue_name"]
