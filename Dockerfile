@@ -41,7 +41,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     HF_HOME=/workspace/.cache/huggingface \
     AMOPO_CACHE=/workspace/.cache/amopo \
     XDG_CACHE_HOME=/tmp/.cache \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    GIT_PYTHON_REFRESH=quiet
 
 RUN groupadd --gid 1000 amopo \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/amopo amopo \

@@ -5,7 +5,8 @@
                                 [--no-host-pip-config] [--record build/image.json]
 
 - Engine: the first of docker, podman, buildah that works here (docker and podman need their
-  service; buildah runs daemonless, with chroot isolation and the host network).
+  service; buildah runs daemonless, with chroot isolation and the host network; its storage driver
+  is its own default unless STORAGE_DRIVER names another).
 - Base: ``--base-image`` (default python:3.11-slim). Where that image is neither present nor
   pullable, and Debian's mmdebstrap is installed, an equivalent base is bootstrapped once
   (Debian bookworm, whose python3 is 3.11, with venv, pip and CA certificates) and tagged
@@ -71,12 +72,9 @@ def torch_version(root: Path = ROOT) -> str:
 
 
 def engine_command(engine: str) -> list[str]:
-    """The engine's argv prefix: buildah with the vfs driver unless STORAGE_DRIVER says otherwise
-    (vfs needs no kernel overlay support, so it works in unprivileged and nested sandboxes)."""
-    import os
-
-    if engine == "buildah":
-        return ["buildah", "--storage-driver", os.environ.get("STORAGE_DRIVER", "vfs")]
+    """The engine's argv prefix. buildah and podman take their storage driver from their own
+    configuration (overlay on Debian) or from STORAGE_DRIVER; ``vfs`` works where overlay mounts are
+    not allowed, at the cost of a full copy of the filesystem per layer (tens of GB for this image)."""
     return [engine]
 
 
