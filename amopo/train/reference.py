@@ -11,6 +11,10 @@ chosen and rejected response to the plain prompt, with π_ref the initial policy
 
 A reference is a function ``(rows, batch) → logp_sum [2·B]`` (chosen block, then rejected block,
 the order of :func:`amopo.train.batching.collate`).
+
+The precomputed table is laid out by row position in the split; a row is found by its ``id`` through
+the split's id → position map, because pairs dropped for length leave gaps in ``id``
+(:mod:`amopo.data.tokenize`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from amopo.train.step import sequence_stats
 
 ReferenceLogps = Callable[[Sequence[dict], dict], torch.Tensor]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# Part of the cache key: tables of the earlier layout (indexed by id) are never read as this one.
+_TABLE_LAYOUT = "row-position-v2"
 
 
 def reference_mode(loss: str, reference: str, *, lora: bool, sharded: bool) -> str | None:
@@ -72,16 +78,16 @@ def model_identity(path: str) -> dict:
 
 def cache_file(split_cache: Path, model_path: str, settings: dict) -> Path:
     """``<split cache>/reference/<key>.pt`` for this reference model and these settings."""
-    key = hashlib.sha256(json.dumps({"model": model_identity(model_path), "settings": settings},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps({"model": model_identity(model_path), "settings": settings,
+                                     "layout": _TABLE_LAYOUT}, sort_keys=True).encode()).hexdigest()[:16]
     return split_cache / "reference" / f"{key}.pt"
 
 
 @torch.no_grad()
 def _reference_pass(model, rows, *, packing: bool, chunked: bool, chunk_rows: int, batch_size: int, pad_id: int,
                     device, accelerator, progress: bool) -> torch.Tensor:
-    """[len(rows), 2] float64: log π(y_w | x), log π(y_l | x) of every row under ``model``, each
-    process computing a share of the rows (the same number of passes on all) and all gathering all."""
+    """[len(rows), 2] float64: log π(y_w | x), log π(y_l | x) of ``rows[i]`` in row i under ``model``,
+    each process computing a share of the rows (the same number of passes on all) and all gathering all."""
     rank, world = accelerator.process_index, accelerator.num_processes
     indices, counted = even_shard(list(range(len(rows))), rank, world)
     packed = packing and supports_block_mask(model)
@@ -101,15 +107,27 @@ def _reference_pass(model, rows, *, packing: bool, chunked: bool, chunk_rows: in
         n = len(chunk)
         for j in range(n):
             if start + j < counted:
-                mine[start + j] = torch.stack([logp.new_tensor(float(chunk[j]["id"])), logp[j], logp[n + j]])
+                mine[start + j] = torch.stack([logp.new_tensor(float(indices[start + j])), logp[j], logp[n + j]])
     if was_training:
         model.train()
     every = accelerator.gather(mine) if world > 1 else mine
     table = torch.full((len(rows), 2), float("nan"), dtype=torch.float64)
-    for row_id, w, l in every.cpu().tolist():
-        if 0 <= row_id < len(rows):   # ids are the rows' positions in their split
-            table[int(row_id)] = torch.tensor([w, l], dtype=torch.float64)
+    for position, w, l in every.cpu().tolist():
+        if position >= 0:   # -1: a repeat that pads a process's share
+            table[int(position)] = torch.tensor([w, l], dtype=torch.float64)
     return table
+
+
+def row_positions(rows) -> dict[int, int]:
+    """``{row id: position in rows}``; raises ValueError naming an id that occurs twice."""
+    dataset = getattr(rows, "dataset", None)   # tokenize.Rows: read the id column, not every row
+    ids = dataset["id"] if dataset is not None else [row["id"] for row in rows]
+    positions: dict[int, int] = {}
+    for position, row_id in enumerate(ids):
+        if positions.setdefault(int(row_id), position) != position:
+            raise ValueError(f"training rows: id {row_id} occurs at positions {positions[int(row_id)]} and "
+                             f"{position}; reference log-probs are looked up by id")
+    return positions
 
 
 def _save(table: torch.Tensor, path: Path) -> None:
@@ -124,23 +142,36 @@ def precomputed(model, rows, *, cache: Path, packing: bool, chunked: bool, chunk
                 pad_id: int, device, accelerator, progress: bool = False,
                 log: Callable[[str], None] = print) -> ReferenceLogps:
     """Mode ``precomputed``: read ``cache`` or make it with one pass of ``model`` (the initial policy,
-    prepared as it will be trained) over ``rows``; returns the lookup by row id."""
+    prepared as it will be trained) over ``rows``; returns the lookup of a batch's rows by their id.
+    Raises RuntimeError when the table does not cover ``rows`` (a table that does not is never saved)."""
+    positions = row_positions(rows)
     if cache.is_file():
         table = torch.load(cache, weights_only=True)
+        _check_covers(table, len(rows), cache)
         log(f"reference log-probs: {len(rows)} pairs read from {cache}")
     else:
         table = _reference_pass(model, rows, packing=packing, chunked=chunked, chunk_rows=chunk_rows,
                                 batch_size=batch_size, pad_id=pad_id, device=device, accelerator=accelerator,
                                 progress=progress)
+        _check_covers(table, len(rows), cache)
         if accelerator.is_main_process:
             _save(table, cache)
         accelerator.wait_for_everyone()
         log(f"reference log-probs: {len(rows)} pairs computed once by the initial policy, cached in {cache}")
-    if table.shape != (len(rows), 2) or torch.isnan(table).any():
-        raise RuntimeError(f"{cache}: reference log-probs do not cover the {len(rows)} training pairs; delete it")
 
     def logps(batch_rows, batch):
-        ids = torch.tensor([r["id"] for r in batch_rows])
-        picked = table[ids].to(torch.float32)
+        missing = [r["id"] for r in batch_rows if r["id"] not in positions]
+        if missing:
+            raise LookupError(f"rows with id {missing} are not among the {len(positions)} training pairs whose "
+                           f"reference log-probs are in {cache}")
+        picked = table[torch.tensor([positions[r["id"]] for r in batch_rows])].to(torch.float32)
         return torch.cat([picked[:, 0], picked[:, 1]]).to(batch["input_ids"].device)
     return logps
+
+
+def _check_covers(table: torch.Tensor, num_rows: int, cache: Path) -> None:
+    """Raise RuntimeError unless ``table`` is [num_rows, 2] with no NaN (a row no process computed)."""
+    if table.shape != (num_rows, 2) or torch.isnan(table).any():
+        raise RuntimeError(f"{cache}: reference log-probs do not cover the {num_rows} training pairs "
+                           f"(table {tuple(table.shape)}, {int(torch.isnan(table).any(dim=-1).sum())} rows "
+                           "missing); delete it")
