@@ -173,14 +173,16 @@ def _total_steps(cfg: TrainConfig, num_rows: int, global_batch: int) -> int:
     return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def _reference(cfg: TrainConfig, mode: str | None, model, copy_fn, split, accelerator, pad_id: int):
-    """The reference function for ``mode`` (after ``accelerator.prepare``, before any resume)."""
+def _reference(cfg: TrainConfig, mode: str | None, model, split, accelerator, pad_id: int):
+    """The reference function for ``mode`` (after ``accelerator.prepare``, so that it runs under the
+    policy's autocast; before any resume, so that it is the initial policy)."""
     if mode is None:
         return None
     if mode == "copy":
-        return copy_fn
+        return ref_lib.copy_of(model, accelerator, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows)
     if mode == "adapter":
-        return ref_lib.adapter_disabled(model, accelerator)
+        return ref_lib.adapter_disabled(model, accelerator, chunked=cfg.chunked_logprobs,
+                                        chunk_rows=cfg.logprob_chunk_rows)
     settings = {"mixed_precision": accelerator.mixed_precision, "attention": cfg.attention,
                 "packing": cfg.packing, "chunked_logprobs": cfg.chunked_logprobs}
     return ref_lib.precomputed(model, split.rows, cache=ref_lib.cache_file(split.cache_dir, cfg.model, settings),
@@ -217,7 +219,6 @@ def set_up(cfg: TrainConfig) -> Session:
 
     model, lean = _build_model(cfg)
     ref_mode = ref_lib.reference_mode(cfg.loss, cfg.reference, lora=cfg.lora, sharded=bool(cfg.fsdp_config))
-    copy_fn = ref_lib.copy_of(model.to(accelerator.device)) if ref_mode == "copy" else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -225,7 +226,7 @@ def set_up(cfg: TrainConfig) -> Session:
     accelerator.register_for_checkpointing(scheduler)
     fast_path = _fast_path(cfg, model, lean)
     accelerator.print("fast path: " + "; ".join(f"{k} {v}" for k, v in fast_path.items()))
-    reference_logps = _reference(cfg, ref_mode, model, copy_fn, train_split, accelerator, tokenizer.pad_token_id)
+    reference_logps = _reference(cfg, ref_mode, model, train_split, accelerator, tokenizer.pad_token_id)
 
     step, run_id = 0, None
     if cfg.resume:

@@ -9,6 +9,10 @@ chosen and rejected response to the plain prompt, with π_ref the initial policy
                  unsharded model per process).
     adapter      the policy itself with its LoRA adapter disabled.
 
+Every mode computes as the policy does: through the forward that ``accelerator.prepare`` wraps in the
+mixed-precision autocast, with the policy's log-prob settings, so at step 0 the policy-minus-reference
+log-ratios are exactly zero and the modes agree on the same batches.
+
 A reference is a function ``(rows, batch) → logp_sum [2·B]`` (chosen block, then rejected block,
 the order of :func:`amopo.train.batching.collate`).
 
@@ -49,18 +53,28 @@ def reference_mode(loss: str, reference: str, *, lora: bool, sharded: bool) -> s
     return "precomputed" if sharded else ("adapter" if lora else "copy")
 
 
-def copy_of(model) -> ReferenceLogps:
-    """Mode ``copy``: a frozen deep copy of ``model`` as it is now (call before training)."""
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
-    return lambda rows, batch: sequence_stats(frozen, batch).logp_sum
+def copy_of(model, accelerator, *, chunked: bool = True, chunk_rows: int = 0) -> ReferenceLogps:
+    """Mode ``copy``: a frozen deep copy of the prepared policy ``model`` as it is now (call after
+    ``accelerator.prepare`` and before training or resuming).
+
+    The copy is taken of the unwrapped module, which keeps the forward that prepare wrapped in the
+    mixed-precision autocast (a copy taken before prepare would run in fp32 beside a bf16 policy).
+    """
+    frozen = copy.deepcopy(accelerator.unwrap_model(model)).eval().requires_grad_(False)
+
+    def logps(rows, batch):
+        with grouped_kv_on_cpu(batch["input_ids"].device):
+            return sequence_stats(frozen, batch, chunked=chunked, chunk_rows=chunk_rows).logp_sum
+    return logps
 
 
-def adapter_disabled(model, accelerator) -> ReferenceLogps:
-    """Mode ``adapter``: the PEFT ``model`` with its adapter switched off for the reference pass."""
+def adapter_disabled(model, accelerator, *, chunked: bool = True, chunk_rows: int = 0) -> ReferenceLogps:
+    """Mode ``adapter``: the prepared PEFT ``model`` (its forward under prepare's autocast) with its
+    adapter switched off for the reference pass."""
     def logps(rows, batch):
         peft_model = accelerator.unwrap_model(model)
-        with peft_model.disable_adapter():
-            return sequence_stats(peft_model, batch).logp_sum
+        with peft_model.disable_adapter(), grouped_kv_on_cpu(batch["input_ids"].device):
+            return sequence_stats(peft_model, batch, chunked=chunked, chunk_rows=chunk_rows).logp_sum
     return logps
 
 
