@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses beyond Python: buildah (builds and runs the project's image,
-# tests/test_image.py) and mmdebstrap (bootstraps its base where no container registry answers).
+# tests/test_image.py) and mmdebstrap (bootstraps its base where no container registry answers);
+# docker-registry (a local registry the cluster guide's push goes to), jq and curl (the guide's
+# commands; tests/test_cluster_guide.py).
 # Installed when missing and running as root; otherwise the tests that need them skip, saying why.
 set -euo pipefail
-packages=(buildah mmdebstrap)
+packages=(buildah mmdebstrap docker-registry jq curl)
 missing=()
 for p in "${packages[@]}"; do
   command -v "$p" >/dev/null 2>&1 || missing+=("$p")

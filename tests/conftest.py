@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,14 @@ def prepared(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The project's image, built once per session with scripts/build_image.sh's code (tag amopo:VERSION;
+    its id, digest and size recorded in build/image.json). Used by tests/test_image.py and
+    tests/test_cluster_guide.py."""
+    from amopo.image.build import build, project_version
+
+    result = build(tag=f"amopo:{project_version()}", record=ROOT / "build" / "image.json")
+    return result["tag"]

@@ -72,14 +72,6 @@ def ok(result: subprocess.CompletedProcess, what: str) -> subprocess.CompletedPr
     return result
 
 
-@pytest.fixture(scope="session")
-def image() -> str:
-    from amopo.image.build import build, project_version
-
-    result = build(tag=f"amopo:{project_version()}", record=ROOT / "build" / "image.json")
-    return result["tag"]
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_model_dir) -> Path:
     """The pod's volume: a tiny model and arithmetic preference data, writable by the image's uid."""
