@@ -36,6 +36,7 @@ from amopo.train import reference as ref_lib
 from amopo.train.batching import micro_batches, steps_per_epoch
 from amopo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from amopo.train.config import TrainConfig
+from amopo.train.dropout import DropoutOff, base_config_values, disable_dropout
 from amopo.train.forward import check_attention_device, compile_decoder_layers, output_head, supports_block_mask
 from amopo.train.fsdp import fsdp_plugin, refuse_unsupported, shard_on_cpu_too
 from amopo.train.heldout import heldout_fingerprint, preference_accuracy
@@ -62,6 +63,7 @@ class Session:
     global_batch: int
     step: int
     summary: dict = field(default_factory=dict)
+    dropout: DropoutOff | None = None
 
     @property
     def history_path(self) -> Path:
@@ -133,9 +135,10 @@ def _apply_lora(cfg: TrainConfig, model):
     return get_peft_model(model, lora)
 
 
-def _build_model(cfg: TrainConfig) -> tuple[Any, dict]:
+def _build_model(cfg: TrainConfig) -> tuple[Any, dict, DropoutOff]:
     """The policy with its options applied, before accelerate wraps or shards it; and what was done."""
     model = load_model(cfg.model, attn_implementation=cfg.attention)
+    dropout = disable_dropout(model)   # before LoRA, so that lora_dropout applies as configured
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -144,7 +147,7 @@ def _build_model(cfg: TrainConfig) -> tuple[Any, dict]:
     lean = use_lean_activations(model) if cfg.lean_activations else {}   # after LoRA: its projections stay
     if cfg.compile:
         compile_decoder_layers(model)
-    return model, lean
+    return model, lean, dropout
 
 
 def _fast_path(cfg: TrainConfig, model, lean: dict) -> dict[str, str]:
@@ -217,7 +220,7 @@ def set_up(cfg: TrainConfig) -> Session:
     global_batch = cfg.batch_size * cfg.grad_accum * world
     total_steps = _total_steps(cfg, len(rows), global_batch)
 
-    model, lean = _build_model(cfg)
+    model, lean, dropout = _build_model(cfg)
     ref_mode = ref_lib.reference_mode(cfg.loss, cfg.reference, lora=cfg.lora, sharded=bool(cfg.fsdp_config))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -226,6 +229,7 @@ def set_up(cfg: TrainConfig) -> Session:
     accelerator.register_for_checkpointing(scheduler)
     fast_path = _fast_path(cfg, model, lean)
     accelerator.print("fast path: " + "; ".join(f"{k} {v}" for k, v in fast_path.items()))
+    accelerator.print(dropout.describe())
     reference_logps = _reference(cfg, ref_mode, model, train_split, accelerator, tokenizer.pad_token_id)
 
     step, run_id = 0, None
@@ -248,6 +252,7 @@ def set_up(cfg: TrainConfig) -> Session:
                             "train_pairs": len(rows), "world_size": world, "total_steps": total_steps,
                             "resolved_mixed_precision": accelerator.mixed_precision,
                             "resolved_reference": ref_mode or "none",
+                            "dropout_modules_changed": dropout.modules,
                             **{f"fast_path.{k}": v for k, v in fast_path.items()}})
             run.log_text(resolved, "train_config.yaml")
             run.log_text(json.dumps(train_split.report, indent=2, default=str), "tokenize_report.json")
@@ -256,10 +261,11 @@ def set_up(cfg: TrainConfig) -> Session:
         cfg=cfg, accelerator=accelerator, out=out, tokenizer=tokenizer, rows=rows, dimensions=dimensions,
         heldout_rows=heldout.rows[: cfg.eval_max_pairs or None] if heldout else [], model=model,
         optimizer=optimizer, scheduler=scheduler, reference_logps=reference_logps, run=run,
-        total_steps=total_steps, global_batch=global_batch, step=step,
+        total_steps=total_steps, global_batch=global_batch, step=step, dropout=dropout,
         summary={"loss": cfg.loss, "beta": cfg.effective_beta, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
                  "world_size": world, "mixed_precision": accelerator.mixed_precision,
-                 "fsdp": bool(cfg.fsdp_config), "reference": ref_mode, "fast_path": fast_path})
+                 "fsdp": bool(cfg.fsdp_config), "reference": ref_mode, "fast_path": fast_path,
+                 **dropout.summary()})
     if main:
         kept = [line for line in session.history_path.read_text().splitlines()
                 if json.loads(line)["step"] <= step] if session.history_path.is_file() else []
@@ -377,10 +383,11 @@ def _write_model(s: Session) -> Path:
     state_dict = accelerator.get_state_dict(s.model)   # a collective under FSDP: every rank calls it
     if accelerator.is_main_process:
         tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=s.out))
-        if cfg.lora and cfg.merge_lora:
-            unwrapped.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
-        else:
-            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+        with base_config_values(s.dropout):   # the written config keeps the base model's dropout
+            if cfg.lora and cfg.merge_lora:
+                unwrapped.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
+            else:
+                unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
         s.tokenizer.save_pretrained(str(tmp))
         if cfg.conditioned:
             (tmp / CONDITIONING_FILE).write_text(json.dumps(_conditioning(cfg), indent=2) + "\n")
