@@ -16,9 +16,11 @@ Contract:
   SteeringError naming the file.
 - :func:`conditioned_messages` — a new list. The LAST user message's content becomes
   ``steered_user_text(spec, targets, content)``: the dimension prefix, the separator, then the text,
-  as training placed it in the user turn. That is the turn the answer responds to; earlier turns
-  and system messages are context and stay as sent. No targets (None or {}) returns the messages
-  unchanged. Raises SteeringError for targets the model cannot express (unknown dimension, level
+  as training placed it in the user turn, in the prompt style the spec records (``amopo`` when it
+  names none; never another). That is the turn the answer responds to; earlier turns and system
+  messages are context and stay as sent. A style that trained with a system turn (``authors``:
+  LLaMA-Factory's qwen default system prompt) puts that system message first when the messages
+  have none, as training did. No targets (None or {}) returns the messages unchanged. Raises SteeringError for targets the model cannot express (unknown dimension, level
   outside the scale or not a number, a level for a holistic dimension, a model without a spec),
   for targets that are not an object, and when there is no user message to steer.
 - :func:`applied_targets` — the targets as applied, in the model's dimension order (None when
@@ -33,7 +35,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from amopo.data.prompts import CONDITIONING_FILE, PREFIX_VERSION, steered_user_text, steering_prefix
+from amopo.data.prompts import (CONDITIONING_FILE, PREFIX_VERSION, spec_style, steered_user_text, steering_prefix,
+                                steering_system)
 from amopo.errors import SteeringError
 
 SPEC_KEYS = ("prefix_version", "dimensions", "scored_prefix", "holistic_prefix", "separator", "join")
@@ -74,6 +77,13 @@ def check_spec(spec: Any, where: str = "conditioning spec") -> None:
     if not isinstance(dims, list) or not dims or not all(isinstance(d, dict) and isinstance(d.get("name"), str)
                                                           for d in dims):
         raise SteeringError(f"{where}: 'dimensions' must be a non-empty list of objects with a 'name'")
+    try:
+        style = spec_style(spec)
+    except SteeringError as exc:
+        raise SteeringError(f"{where}: {exc}") from None
+    if version < style.version:
+        raise SteeringError(f"{where}: prompt_style {style.name!r} needs prefix_version {style.version} or "
+                            f"later, the spec says {version}")
 
 
 def check_targets(targets: Any) -> dict:
@@ -116,4 +126,7 @@ def conditioned_messages(spec: dict | None, messages: list[dict], targets: dict 
         raise SteeringError("dimension_targets steer the last user message, and there is none")
     last = users[-1]
     out[last]["content"] = steered_user_text(spec, targets, _content_text(out[last].get("content"), last))
+    system = steering_system(spec)
+    if system is not None and not any(m.get("role") == "system" for m in out):
+        out.insert(0, {"role": "system", "content": system})
     return out

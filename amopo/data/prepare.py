@@ -30,6 +30,7 @@ from amopo.config import field
 from amopo.data.dimensions import Dimension, default_dimensions, registry, resolve_dimensions
 from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
 from amopo.data.orientations import add_reversed, resolve_steer_dimensions, steering_pairs
+from amopo.data.prompt_styles import DEFAULT_STYLE, get_style
 from amopo.data.prompts import SCORE_SOURCES
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, ensure_some, is_hub_name, read_amopo,
                                 require_scores, write_amopo)
@@ -63,6 +64,12 @@ class PrepareConfig:
     max_length: int = field(DEFAULT_MAX_LENGTH, help="Token budget of prompt + response when tokenising")
     accumulate_prefixes: bool = field(False, help="Parity with the authors' released preprocessing: the "
                                                   "prefix of dimension k repeats those of dimensions 1..k")
+    prompt_style: str = field(DEFAULT_STYLE, help="Wording and placement of the dimension prompts, recorded in "
+                                                  "prepare.json for training and in the model's conditioning spec "
+                                                  "for steering: amopo (this project's one-line instruction, blank "
+                                                  "line, user text) or authors (the released code's, token for "
+                                                  "token: their instruction run into the user text, newest "
+                                                  "accumulated prefix first, LLaMA-Factory's qwen system prompt)")
     eval_fraction: float = field(0.1, help="Share of prompts held out for eval when no eval_input (split by "
                                            "a hash of the prompt, so equal prompts stay on one side)")
     seed: int = field(0, help="Seed of the eval split hash and of uf_rejected=random")
@@ -109,6 +116,7 @@ class PrepareConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"option '{name}': expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
+        get_style(self.prompt_style)
         if self.dimensions is not None and not self.dimensions:
             raise ConfigError("option 'dimensions': at least one dimension is needed")
         if not 0 <= self.eval_fraction < 1:
@@ -330,7 +338,8 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
             for name in SPLITS:
                 try:
                     result = load_tokenized(tmp, tokenizer, name, max_length=cfg.max_length,
-                                            accumulate_prefixes=cfg.accumulate_prefixes)
+                                            accumulate_prefixes=cfg.accumulate_prefixes,
+                                            prompt_style=cfg.prompt_style)
                 except DataError as err:
                     if err.reason != "nothing_fits":
                         raise

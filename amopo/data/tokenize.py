@@ -21,9 +21,13 @@ pair that fits with its longest prompt is kept whole; otherwise the user text is
 (down to ``min_user_tokens``), then the response tails; a pair where not even one response token
 fits is dropped. The budget uses the longest of the K prompts, so responses are the same for all K.
 
+Prompts are written in the prompt style of the prepared data (``prompt_style`` in its manifest's
+config, ``amopo`` when absent; :mod:`amopo.data.prompt_styles`): wording, separator, order of
+accumulated prefixes and any system turn, which the plain prompt and the responses get too.
+
 The cache lives in ``<prepared_dir>/tokenized/<key>/`` (``rows.arrow`` + ``meta.json``), keyed by
 the sha256 of the split file's bytes, the dimensions, the tokenizer (serialized vocabulary/model,
-chat template, special tokens), the prompt wordings and every setting. It is written to a temp
+chat template, special tokens), the prompt style's wording and every setting. It is written to a temp
 folder and renamed into place, so a concurrent reader sees either no cache or a whole one.
 """
 
@@ -42,6 +46,7 @@ from typing import NamedTuple, Sequence
 
 from amopo.data import prompts
 from amopo.data.dimensions import Dimension, registry
+from amopo.data.prompt_styles import AMOPO, DEFAULT_STYLE, PromptStyle, get_style
 from amopo.data.readers import read_amopo
 from amopo.data.records import PreferencePair
 from amopo.errors import DataError
@@ -110,9 +115,11 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def _prompt_ids(tokenizer, prefixes: list[str], user_text: str) -> tuple[list[list[int]], list[int]]:
-    texts = [prompts.render_prompt(tokenizer, prompts.conditioned_text(p, user_text)) for p in prefixes]
-    ids = _encode(tokenizer, texts + [prompts.render_prompt(tokenizer, user_text)])
+def _prompt_ids(tokenizer, prefixes: list[str], user_text: str,
+                style: PromptStyle) -> tuple[list[list[int]], list[int]]:
+    texts = [prompts.render_prompt(tokenizer, prompts.conditioned_text(p, user_text, style), style.system)
+             for p in prefixes]
+    ids = _encode(tokenizer, texts + [prompts.render_prompt(tokenizer, user_text, style.system)])
     return ids[:-1], ids[-1]
 
 
@@ -124,15 +131,17 @@ def _cut_text(tokenizer, ids: list[int], keep: int) -> str:
 def tokenize_pair(pair: PreferencePair, index: int, tokenizer, dims: Sequence[Dimension], *,
                   max_length: int = DEFAULT_MAX_LENGTH, accumulate_prefixes: bool = False,
                   min_user_tokens: int = MIN_USER_TOKENS, score_source: str = "chosen",
-                  report: TruncationReport | None = None) -> dict | None:
-    """The row for one pair (see the module docstring), or None when it cannot fit ``max_length``."""
+                  report: TruncationReport | None = None, style: PromptStyle = AMOPO) -> dict | None:
+    """The row for one pair (see the module docstring) with prompts in ``style``, or None when it
+    cannot fit ``max_length``."""
     report = report if report is not None else TruncationReport()
     report.examples += 1
     prefixes = prompts.dimension_prefixes(dims, prompts.shown_scores(pair, dims, score_source),
-                                          accumulate=accumulate_prefixes)
-    responses = _encode(tokenizer, [prompts.render_response(tokenizer, pair.prompt, pair.chosen.text),
-                                    prompts.render_response(tokenizer, pair.prompt, pair.rejected.text)])
-    conditioned, plain = _prompt_ids(tokenizer, prefixes, pair.prompt)
+                                          accumulate=accumulate_prefixes, style=style)
+    responses = _encode(tokenizer, [prompts.render_response(tokenizer, pair.prompt, pair.chosen.text, style.system),
+                                    prompts.render_response(tokenizer, pair.prompt, pair.rejected.text,
+                                                            style.system)])
+    conditioned, plain = _prompt_ids(tokenizer, prefixes, pair.prompt, style)
     longest_prompt = max(len(p) for p in conditioned)
     longest_response = max(len(r) for r in responses)
 
@@ -145,7 +154,7 @@ def tokenize_pair(pair: PreferencePair, index: int, tokenizer, dims: Sequence[Di
             if over <= 0 or keep <= min_user_tokens:
                 break
             keep = max(min_user_tokens, keep - over)
-            conditioned, plain = _prompt_ids(tokenizer, prefixes, _cut_text(tokenizer, user_ids, keep))
+            conditioned, plain = _prompt_ids(tokenizer, prefixes, _cut_text(tokenizer, user_ids, keep), style)
             longest_prompt = max(len(p) for p in conditioned)
             cut_prompt = True
     if longest_prompt + longest_response > max_length:
@@ -178,7 +187,8 @@ def tokenize_pair(pair: PreferencePair, index: int, tokenizer, dims: Sequence[Di
 def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer, dims: Sequence[Dimension], *,
                    max_length: int = DEFAULT_MAX_LENGTH, accumulate_prefixes: bool = False,
                    min_user_tokens: int = MIN_USER_TOKENS, score_source: str = "chosen",
-                   show_progress: bool = True, desc: str = "tokenising") -> tuple[list[dict], TruncationReport]:
+                   show_progress: bool = True, desc: str = "tokenising",
+                   style: PromptStyle = AMOPO) -> tuple[list[dict], TruncationReport]:
     """Rows for ``pairs`` (dropped pairs leave a gap in ``id``) and the truncation report."""
     from tqdm.auto import tqdm
 
@@ -188,7 +198,7 @@ def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer, dims: Sequence[Di
     for index, pair in enumerate(bar):
         row = tokenize_pair(pair, index, tokenizer, dims, max_length=max_length,
                             accumulate_prefixes=accumulate_prefixes, min_user_tokens=min_user_tokens,
-                            score_source=score_source, report=report)
+                            score_source=score_source, report=report, style=style)
         if row is not None:
             rows.append(row)
     return rows, report
@@ -237,11 +247,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_inputs(split_file: Path, tokenizer, dims: Sequence[Dimension], settings: dict) -> dict:
+def cache_inputs(split_file: Path, tokenizer, dims: Sequence[Dimension], settings: dict,
+                 style: PromptStyle = AMOPO) -> dict:
     """Everything the cache key is computed from (recorded in meta.json)."""
-    wording = {"scored": prompts.SCORED_PREFIX, "holistic": prompts.HOLISTIC_PREFIX,
-               "separator": prompts.PREFIX_SEPARATOR, "accumulate_separator": prompts.ACCUMULATE_SEPARATOR,
-               "fallback": prompts.FALLBACK_PROMPT}
+    wording = {**style.to_json(), "fallback": prompts.FALLBACK_PROMPT}
     return {"format": CACHE_FORMAT, "split_sha256": file_sha256(split_file),
             "dimensions": [d.to_json() for d in dims], "tokenizer": tokenizer_identity(tokenizer),
             "prompt_wording": wording, "settings": dict(sorted(settings.items()))}
@@ -299,12 +308,20 @@ def read_manifest(prepared_dir: str | Path) -> dict:
         raise DataError(f"manifest is not valid JSON ({exc.msg})", file=str(path), line=exc.lineno) from None
 
 
+def manifest_prompt_style(manifest: dict, where: str = MANIFEST_FILE) -> PromptStyle:
+    """The prompt style a prepare manifest records (``amopo`` for manifests older than styles)."""
+    name = manifest.get("config", {}).get("prompt_style", DEFAULT_STYLE)
+    return get_style(name, f"{where}: config.prompt_style")
+
+
 def load_tokenized(prepared_dir: str | Path, tokenizer, split: str, *, max_length: int = DEFAULT_MAX_LENGTH,
                    accumulate_prefixes: bool = False, show_progress: bool = True,
-                   min_user_tokens: int = MIN_USER_TOKENS, score_source: str | None = None) -> TokenizedSplit:
+                   min_user_tokens: int = MIN_USER_TOKENS, score_source: str | None = None,
+                   prompt_style: str | None = None) -> TokenizedSplit:
     """The tokenized rows of ``split`` ("train" or "eval") of a ``prepare`` output folder.
 
-    Dimensions (with their scales) and, unless given, ``score_source`` come from the manifest.
+    Dimensions (with their scales) and, unless given, ``score_source`` and ``prompt_style`` come
+    from the manifest.
     Loads ``<prepared_dir>/tokenized/<key>/`` when present (``from_cache=True``, no tokenizer call
     beyond fingerprinting); otherwise tokenises the split and writes that cache atomically. Safe for
     several processes: run it on rank 0 first and the other ranks load rank 0's cache.
@@ -315,13 +332,15 @@ def load_tokenized(prepared_dir: str | Path, tokenizer, split: str, *, max_lengt
     manifest = read_manifest(prepared_dir)
     dims = [Dimension.from_json(d) for d in manifest["dimensions"]]
     score_source = score_source or manifest.get("config", {}).get("score_source", "chosen")
+    style = (get_style(prompt_style) if prompt_style is not None
+             else manifest_prompt_style(manifest, str(prepared_dir / MANIFEST_FILE)))
     split_file = prepared_dir / f"{split}.jsonl"
     if not split_file.is_file():
         raise DataError(f"split file '{split}.jsonl' is missing", file=str(prepared_dir))
     settings = {"max_length": max_length, "accumulate_prefixes": accumulate_prefixes,
                 "min_user_tokens": min_user_tokens, "min_response_tokens": MIN_RESPONSE_TOKENS,
-                "score_source": score_source}
-    inputs = cache_inputs(split_file, tokenizer, dims, settings)
+                "score_source": score_source, "prompt_style": style.name}
+    inputs = cache_inputs(split_file, tokenizer, dims, settings, style)
     key = cache_key(inputs)
     root = prepared_dir / "tokenized"
     names = [d.name for d in dims]
@@ -335,7 +354,7 @@ def load_tokenized(prepared_dir: str | Path, tokenizer, split: str, *, max_lengt
     rows, report = tokenize_pairs(pairs, tokenizer, dims, max_length=max_length,
                                   accumulate_prefixes=accumulate_prefixes, min_user_tokens=min_user_tokens,
                                   score_source=score_source, show_progress=show_progress,
-                                  desc=f"tokenising {split}")
+                                  desc=f"tokenising {split}", style=style)
     if pairs and not rows:
         raise DataError(f"no pair fits max_length={max_length} (all {report.dropped} dropped: the conditioned "
                         "prompt scaffolding alone is too long)", file=str(split_file), field="max_length",

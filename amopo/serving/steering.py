@@ -2,6 +2,7 @@
 
     OpenAI chat         top-level ``dimension_targets`` (the openai client's ``extra_body``); the LAST
                         user message is steered, as :func:`amopo.steering.conditioned_messages` does
+                        (with the system turn of a style that trained with one)
     OpenAI completions  top-level ``dimension_targets``; the prompt text is the user text: it becomes
                         prefix + separator + prompt, as plain text. Completions never apply the
                         chat template, steered or not, so the model sees the chat-turn form
@@ -10,7 +11,8 @@
                         values are scalars, so there it is a JSON string of the object
 
 Targets are ``{dimension: level}`` (null for a holistic dimension) checked against the model's
-conditioning spec (``amopo_conditioning.json``, loaded with the model). Anything the model cannot
+conditioning spec (``amopo_conditioning.json``, loaded with the model). Prefix, separator and order
+are those of the prompt style the spec records (``amopo`` when it names none), never another. Anything the model cannot
 express is a RequestError (400, param ``dimension_targets``) whose message names what the model
 steers. No targets, null or {} leave the prompt exactly as sent and report None.
 """

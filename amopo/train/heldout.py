@@ -71,8 +71,12 @@ def preference_accuracy(model, rows: Sequence[dict], dimensions: Sequence[str], 
 
 
 def heldout_fingerprint(data: str | Path, *, max_length: int, max_pairs: int, accumulate_prefixes: bool) -> dict:
-    """What decides a held-out measurement besides the model: the eval split's bytes and the settings."""
+    """What decides a held-out measurement besides the model: the eval split's bytes, the prompt
+    style of the prepared data and the settings."""
+    from amopo.data.tokenize import manifest_prompt_style, read_manifest
+
     raw = Path(data, "eval.jsonl").read_bytes()
     pairs = sum(1 for line in raw.splitlines() if line.strip())
     return {"eval_sha256": hashlib.sha256(raw).hexdigest(), "max_length": int(max_length),
-            "pairs": min(max_pairs or pairs, pairs), "accumulate_prefixes": bool(accumulate_prefixes)}
+            "pairs": min(max_pairs or pairs, pairs), "accumulate_prefixes": bool(accumulate_prefixes),
+            "prompt_style": manifest_prompt_style(read_manifest(data)).name}

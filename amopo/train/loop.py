@@ -400,10 +400,11 @@ def _write_model(s: Session) -> Path:
 def _conditioning(cfg: TrainConfig) -> dict:
     """The conditioning spec of the prepared data's dimensions, as training rendered their prefixes."""
     from amopo.data.dimensions import Dimension
-    from amopo.data.tokenize import read_manifest
+    from amopo.data.tokenize import manifest_prompt_style, read_manifest
 
-    dims = [Dimension.from_json(d) for d in read_manifest(cfg.data)["dimensions"]]
-    return conditioning_spec(dims, accumulate=cfg.accumulate_prefixes)
+    manifest = read_manifest(cfg.data)
+    dims = [Dimension.from_json(d) for d in manifest["dimensions"]]
+    return conditioning_spec(dims, accumulate=cfg.accumulate_prefixes, style=manifest_prompt_style(manifest))
 
 
 def peak_memory_bytes(device) -> int:
