@@ -37,11 +37,11 @@ from amopo.train.batching import micro_batches, steps_per_epoch
 from amopo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from amopo.train.config import TrainConfig
 from amopo.train.dropout import DropoutOff, base_config_values, disable_dropout
-from amopo.train.forward import check_attention_device, compile_decoder_layers, output_head, supports_block_mask
+from amopo.train.forward import check_attention_device, compile_decoder_layers, supports_block_mask
 from amopo.train.fsdp import fsdp_plugin, refuse_unsupported, shard_on_cpu_too
 from amopo.train.heldout import heldout_fingerprint, preference_accuracy
 from amopo.train.lean_ops import use_lean_activations
-from amopo.train.step import micro_step
+from amopo.train.step import head_bypass_problem, micro_step
 
 
 @dataclass
@@ -150,17 +150,18 @@ def _build_model(cfg: TrainConfig) -> tuple[Any, dict, DropoutOff]:
     return model, lean, dropout
 
 
-def _fast_path(cfg: TrainConfig, model, lean: dict) -> dict[str, str]:
-    """Which fast-path options are in effect on the prepared (possibly sharded) model, and why not."""
+def _fast_path(cfg: TrainConfig, model, lean: dict, probe_row: dict) -> dict[str, str]:
+    """Which fast-path options are in effect on the prepared (possibly sharded) model, and why not.
+    The head bypass of chunked log-probs is checked against the model's own logits on ``probe_row``."""
     def state(wanted: bool, works: bool, on: str, fallback: str) -> str:
         return "off" if not wanted else (on if works else f"fallback: {fallback}")
 
+    bypass_problem = head_bypass_problem(model, probe_row) if cfg.chunked_logprobs else None
     return {
         "packing": state(cfg.packing, supports_block_mask(model), "on",
                          f"padded rows ({cfg.attention} attention takes no block mask)"),
-        "chunked_logprobs": state(cfg.chunked_logprobs, output_head(model) is not None, "on",
-                                  "full logits on response positions (the output head is sharded or not a "
-                                  "plain linear layer)"),
+        "chunked_logprobs": state(cfg.chunked_logprobs, bypass_problem is None, "on",
+                                  f"full logits on response positions ({bypass_problem})"),
         "lean_activations": state(cfg.lean_activations, bool(sum(lean.values())),
                                   f"on ({lean.get('mlp', 0)} MLPs, {lean.get('rms_norm', 0)} norms"
                                   + (", gathered per block by FSDP" if cfg.fsdp_config else "") + ")",
@@ -227,7 +228,7 @@ def set_up(cfg: TrainConfig) -> Session:
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    fast_path = _fast_path(cfg, model, lean)
+    fast_path = _fast_path(cfg, model, lean, rows[0])
     accelerator.print("fast path: " + "; ".join(f"{k} {v}" for k, v in fast_path.items()))
     accelerator.print(dropout.describe())
     reference_logps = _reference(cfg, ref_mode, model, train_split, accelerator, tokenizer.pad_token_id)

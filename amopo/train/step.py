@@ -30,8 +30,8 @@ from amopo.objectives import (
 from amopo.objectives.chunked_logprobs import chunked_token_logprobs, segment_stats
 from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
-from amopo.train.forward import (attention_mask_for, grouped_kv_on_cpu, head_bypassed, output_head,
-                                 supports_block_mask, unwrap)
+from amopo.train.forward import (attention_mask_for, bypass_fallback_reason, grouped_kv_on_cpu, head_bypassed,
+                                 output_head, supports_block_mask, unwrap)
 from amopo.train.packing import collate_packed, is_packed
 
 
@@ -56,6 +56,22 @@ def sequence_stats(model, batch: dict[str, torch.Tensor], *, chunked: bool = Tru
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
                 logits_to_keep=keep)
     return response_token_stats(out.logits, labels[:, labels.shape[1] - keep:])
+
+
+# Response tokens of the training row that the head bypass is checked on: enough to show a logit
+# transform, few enough that the model's full logits over them stay small.
+_CHECK_RESPONSE_TOKENS = 64
+
+
+def head_bypass_problem(model, row: dict) -> str | None:
+    """Why log-probs cannot come from the head bypass on ``model`` (None: they can), checking it on
+    ``row``'s chosen response (its first 64 tokens) after the plain prompt
+    (:func:`amopo.train.forward.check_head_bypass`); later calls of :func:`sequence_stats` follow
+    the verdict."""
+    prompt, response = list(row["plain_prompt_ids"]), list(row["chosen_ids"][:_CHECK_RESPONSE_TOKENS])
+    ids = torch.tensor([prompt + response])
+    labels = torch.tensor([[IGNORE_INDEX] * len(prompt) + response])
+    return bypass_fallback_reason(model, ids, labels)
 
 
 def _token_stats(model, head, inputs: dict, predict_index, targets, seq_index, num_seqs: int, chunk_rows: int):
