@@ -145,22 +145,21 @@ def test_dpo_loss_by_hand():
 
 
 def test_modpo_loss_by_hand():
-    # w = 0.5: (β/w)·3 − ((1−w)/w)·(r_w − r_l) = 0.2·3 − 1·(2.0 − 0.5) = −0.9
+    # One other objective, r_w − r_l = 2.0 − 0.5, its weight 1 − w_k.
+    # w_k = 0.5: (β/w_k)·3 − (1/w_k)·0.5·1.5 = 0.2·3 − 1.5 = −0.9
     loss = modpo_loss(torch.tensor([-10.0]), torch.tensor([-15.0]), torch.tensor([-12.0]),
-                      torch.tensor([-14.0]), torch.tensor([2.0]), torch.tensor([0.5]),
-                      beta=0.1, weight=0.5)
+                      torch.tensor([-14.0]), torch.tensor([0.5 * 1.5]), beta=0.1, weight=0.5)
     assert close(loss[0], softplus(0.9))
-    # w = 0.8: 0.125·3 − 0.25·1.5 = 0.0 → log 2
+    # w_k = 0.8: 0.125·3 − 1.25·(0.2·1.5) = 0.0 → log 2
     loss = modpo_loss(torch.tensor([-10.0]), torch.tensor([-15.0]), torch.tensor([-12.0]),
-                      torch.tensor([-14.0]), torch.tensor([2.0]), torch.tensor([0.5]),
-                      beta=0.1, weight=0.8)
+                      torch.tensor([-14.0]), torch.tensor([0.2 * 1.5]), beta=0.1, weight=0.8)
     assert close(loss[0], math.log(2.0))
 
 
 def test_modpo_weight_one_is_dpo():
     g = torch.Generator().manual_seed(0)
-    lw, ll, rw, rl, sw, sl = (torch.randn(5, generator=g) * 10 for _ in range(6))
-    assert torch.allclose(modpo_loss(lw, ll, rw, rl, sw, sl, beta=0.3, weight=1.0),
+    lw, ll, rw, rl = (torch.randn(5, generator=g) * 10 for _ in range(4))
+    assert torch.allclose(modpo_loss(lw, ll, rw, rl, torch.zeros(5), beta=0.3, weight=1.0),
                           dpo_loss(lw, ll, rw, rl, beta=0.3))
 
 
@@ -168,7 +167,7 @@ def test_modpo_weight_one_is_dpo():
 def test_modpo_rejects_bad_weight(weight):
     x = torch.zeros(1)
     with pytest.raises(ValueError, match="weight"):
-        modpo_loss(x, x, x, x, x, x, beta=0.1, weight=weight)
+        modpo_loss(x, x, x, x, x, beta=0.1, weight=weight)
 
 
 def test_sft_and_implicit_rewards():

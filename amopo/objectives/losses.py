@@ -40,18 +40,18 @@ def dpo_loss(logp_w: Tensor, logp_l: Tensor, ref_logp_w: Tensor, ref_logp_l: Ten
 
 
 def modpo_loss(logp_w: Tensor, logp_l: Tensor, ref_logp_w: Tensor, ref_logp_l: Tensor,
-               reward_w: Tensor, reward_l: Tensor, *, beta: float, weight: float) -> Tensor:
-    """MODPO-style margin DPO (Zhou et al., 2024) with Δ = log π − log π_ref (summed):
+               margin_gap: Tensor, *, beta: float, weight: float) -> Tensor:
+    """MODPO (Zhou et al., 2024) with Δ = log π − log π_ref (summed):
 
-        ℓ = −log σ( (β/w) · (Δ_w − Δ_l) − ((1 − w)/w) · (r_w − r_l) )
+        ℓ = −log σ( (β/w_k) · (Δ_w − Δ_l) − (1/w_k) · margin_gap )
+        margin_gap = w_{−k}ᵀ (r_{−k}(y_w) − r_{−k}(y_l))
 
-    w ∈ (0, 1] weighs the preference being optimised; r is the other objective's reward score.
-    w = 1 is plain DPO.
+    w_k = ``weight`` ∈ (0, 1] weighs the preference being optimised; r_{−k} are the OTHER
+    objectives' rewards, w_{−k} their weights (:mod:`amopo.train.modpo`). w_k = 1 is plain DPO.
     """
     if not (isinstance(weight, (int, float)) and 0.0 < weight <= 1.0):
         raise ValueError(f"modpo weight must be in (0, 1], got {weight!r}")
-    margin = (1.0 - weight) / weight * (reward_w - reward_l)
-    logits = beta / weight * ((logp_w - ref_logp_w) - (logp_l - ref_logp_l)) - margin
+    logits = (beta * ((logp_w - ref_logp_w) - (logp_l - ref_logp_l)) - margin_gap) / weight
     return -F.logsigmoid(logits)
 
 

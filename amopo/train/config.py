@@ -29,9 +29,14 @@ class TrainConfig:
     flatten_softmax: bool = field(False, help="parity: softmax the weights over batch×K (released code)")
     accumulate_prefixes: bool = field(False, help="parity: accumulate dimension prefixes (released code)")
     sft_weight: float = field(0.0, help="weight of an SFT term on the chosen responses")
-    modpo_weight: float = field(0.5, help="MODPO weight w in (0, 1] of the optimised preference")
-    modpo_dimension: str | None = field(None, help="MODPO margin from this dimension's score when a "
-                                                   "record has no reward_score (default: first scored)")
+    modpo_weight: float = field(0.5, help="MODPO weight w_k in (0, 1] of the optimised preference; the other "
+                                          "objectives share 1 − w_k")
+    modpo_objective: str = field("helpfulness", help="MODPO: the dimension whose preference the pairs express "
+                                                     "(HelpSteer2 pairs are chosen by helpfulness); never a "
+                                                     "margin source")
+    modpo_margin: list[str] | None = field(None, help="MODPO: dimensions whose score gaps give the margin of a "
+                                                      "pair without reward_score, each weighted (1 − w_k)/count "
+                                                      "(default: every scored dimension but modpo_objective)")
     reference: str = field("auto", help="dpo/modpo reference: precomputed (the initial policy's log-probs, one "
                                         "pass before training, cached with the tokenised data) | copy (a frozen "
                                         "copy of the initial policy) | adapter (LoRA disabled) | auto (precomputed "
@@ -119,6 +124,11 @@ class TrainConfig:
             raise bad("set max_steps > 0 or epochs > 0")
         if not 0 < self.modpo_weight <= 1:
             raise bad(f"modpo_weight must be in (0, 1], got {self.modpo_weight}")
+        if self.modpo_margin is not None and not self.modpo_margin:
+            raise bad("modpo_margin: no dimension given (leave it unset for every scored one but modpo_objective)")
+        if self.modpo_margin is not None and self.modpo_objective in self.modpo_margin:
+            raise bad(f"modpo_margin names '{self.modpo_objective}', the objective being optimised "
+                      "(modpo_objective); MODPO's margin must come from the other objectives")
         if self.lr <= 0:
             raise bad(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:

@@ -39,6 +39,7 @@ from amopo.train.config import TrainConfig
 from amopo.train.dropout import DropoutOff, base_config_values, disable_dropout
 from amopo.train.forward import check_attention_device, compile_decoder_layers, supports_block_mask
 from amopo.train.fsdp import fsdp_plugin, refuse_unsupported, shard_on_cpu_too
+from amopo.train import modpo as modpo_lib
 from amopo.train.heldout import heldout_fingerprint, preference_accuracy
 from amopo.train.lean_ops import use_lean_activations
 from amopo.train.step import head_bypass_problem, micro_step
@@ -218,6 +219,9 @@ def set_up(cfg: TrainConfig) -> Session:
     rows, dimensions = train_split.rows, list(train_split.dimensions)
     if cfg.conditioned and not dimensions:
         raise ConfigError(f"{cfg.data}: loss 'amopo' needs at least one dimension in the prepared data")
+    if cfg.loss == "modpo":
+        accelerator.print(modpo_lib.check_margin(cfg.modpo_objective, cfg.modpo_margin, cfg.modpo_weight,
+                                                 dimensions, rows, where=str(Path(cfg.data) / "train.jsonl")))
     global_batch = cfg.batch_size * cfg.grad_accum * world
     total_steps = _total_steps(cfg, len(rows), global_batch)
 

@@ -11,7 +11,6 @@ step, so gradient accumulation and data parallelism give the same update as one 
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -32,6 +31,7 @@ from amopo.train.batching import IGNORE_INDEX, collate
 from amopo.train.config import TrainConfig
 from amopo.train.forward import (attention_mask_for, bypass_fallback_reason, grouped_kv_on_cpu, head_bypassed,
                                  output_head, supports_block_mask, unwrap)
+from amopo.train.modpo import margin_gaps, margin_spec
 from amopo.train.packing import collate_packed, is_packed
 
 
@@ -113,25 +113,6 @@ def _split(t: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]
     return t[: b * k].view(b, k), t[b * k:].view(b, k)
 
 
-def _margin_scores(rows: Sequence[dict], dimensions: Sequence[str], dimension: str | None):
-    """MODPO margin inputs: reward_score when present, else the chosen dimension's rating."""
-    if dimension is not None and dimension not in dimensions:
-        raise ValueError(f"modpo_dimension '{dimension}' is not among the data's dimensions {list(dimensions)}")
-    out_w, out_l = [], []
-    for row in rows:
-        rw, rl = row["chosen_reward"], row["rejected_reward"]
-        if math.isnan(rw) or math.isnan(rl):
-            idx = dimensions.index(dimension) if dimension else next(
-                (i for i, s in enumerate(row["chosen_scores"]) if not math.isnan(s)), None)
-            if idx is None:
-                rw = rl = 0.0
-            else:
-                rw, rl = row["chosen_scores"][idx], row["rejected_scores"][idx]
-        out_w.append(rw)
-        out_l.append(rl)
-    return torch.tensor(out_w), torch.tensor(out_l)
-
-
 def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Sequence[str], epoch: int,
                pad_id: int, device,
                reference_logps: Callable | None = None) -> tuple[torch.Tensor, dict[str, float], int]:
@@ -176,9 +157,10 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
         if cfg.loss == "dpo":
             per_example = dpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], beta=beta)
         else:
-            rw, rl = _margin_scores(rows, dimensions, cfg.modpo_dimension)
-            per_example = modpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], rw.to(device),
-                                     rl.to(device), beta=beta, weight=cfg.modpo_weight)
+            spec = margin_spec(cfg.modpo_objective, cfg.modpo_margin, cfg.modpo_weight, dimensions)
+            per_example = modpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0],
+                                     margin_gaps(rows, dimensions, spec).to(device), beta=beta,
+                                     weight=cfg.modpo_weight)
         reward_w = beta * (logp_w - ref_w).detach()
         reward_l = beta * (logp_l - ref_l).detach()
 
