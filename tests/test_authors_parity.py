@@ -255,3 +255,32 @@ def test_the_server_builds_steered_prompts_in_the_models_style(authors_model, ti
     asyncio.run(model.predict({"instances": [record["prompt"]],
                                "parameters": {"max_tokens": 1, "dimension_targets": {"helpfulness": 3}}}))
     assert seen.pop() == their_own_prefix(record, 1) + record["prompt"]
+
+
+def test_evaluation_asks_steered_prompts_in_the_models_style(authors_model, tiny_tokenizer, monkeypatch):
+    from types import SimpleNamespace
+
+    from amopo.data.readers import parse_record
+    from amopo.evaluate import evaluate, generate, steer_accuracy
+
+    spec = load_spec(authors_model)
+    record = DOC["records"][0]
+    pair = parse_record(RECORDS[0], file="records.jsonl", line=1)
+    # Held-out steering accuracy: the prompt of the high request is the one chat steering sends.
+    sequences = steer_accuracy.pair_sequences(tiny_tokenizer, spec, pair, KNOWN["correctness"], max_length=2040)
+    served = conditioned_messages(spec, [{"role": "user", "content": record["prompt"]}], {"correctness": 4.0})
+    assert sequences[0][0] == _ids(tiny_tokenizer, tiny_tokenizer.apply_chat_template(
+        served, add_generation_prompt=True, tokenize=False))
+    assert sequences[0][0][:len(_ids(tiny_tokenizer, DOC["system_segment"]))] == _ids(tiny_tokenizer,
+                                                                                     DOC["system_segment"])
+    # Judged steerability: the model and the base model answer after the style's system turn.
+    _, info = generate.generate_local(str(authors_model), ["Hi"], max_new_tokens=1, progress=False,
+                                      system=prompts.steering_system(spec))
+    assert info["example_prompt"].startswith(DOC["system_segment"])
+    systems = []
+    monkeypatch.setattr(evaluate, "_answers", lambda spec_, name, texts, cfg, who, system=None:
+                        systems.append(system) or ([""] * len(texts), {}))
+    cfg = SimpleNamespace(steer_num_instructions=1, model="m", model_name=None, baseline_name=None)
+    steering = evaluate._Steering(spec, [KNOWN["correctness"]], [KNOWN["correctness"]], [])
+    evaluate._steer_answers(cfg, steering, [{"id": "1", "instruction": "Hi"}], "base", {})
+    assert systems == [QWEN_DEFAULT_SYSTEM, QWEN_DEFAULT_SYSTEM]

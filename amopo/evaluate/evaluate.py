@@ -136,7 +136,8 @@ def _is_outputs_file(spec: str | None) -> bool:
     return bool(spec) and spec.endswith((".jsonl", ".json"))
 
 
-def _answers(spec: str, served_name: str | None, texts: list[str], cfg: EvaluateConfig, who: str):
+def _answers(spec: str, served_name: str | None, texts: list[str], cfg: EvaluateConfig, who: str,
+             system: str | None = None):
     from amopo.evaluate import generate
 
     if is_endpoint(spec):
@@ -144,13 +145,14 @@ def _answers(spec: str, served_name: str | None, texts: list[str], cfg: Evaluate
                                 timeout=cfg.timeout)
         return generate.generate_endpoint(endpoint, texts, max_new_tokens=cfg.max_new_tokens,
                                           concurrency=cfg.concurrency, seed=cfg.seed, progress=cfg.progress,
-                                          desc=f"generating ({who})")
+                                          desc=f"generating ({who})", system=system)
     if _is_outputs_file(spec):
         return generate.read_outputs(spec, texts)
     from amopo.models import resolve_model
 
     return generate.generate_local(resolve_model(spec), texts, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.batch_size, progress=cfg.progress, desc=f"generating ({who})")
+                                   batch_size=cfg.batch_size, progress=cfg.progress, desc=f"generating ({who})",
+                                   system=system)
 
 
 def _judge(cfg: EvaluateConfig, prompts):
@@ -271,16 +273,19 @@ def _steer_setup(cfg: EvaluateConfig, spec: dict | None, prompts) -> _Steering |
 
 def _steer_answers(cfg: EvaluateConfig, steering: _Steering, items: list[dict], baseline: str | None,
                    report: dict) -> dict:
-    """The model's and the base model's answers to every steered prompt."""
+    """The model's and the base model's answers to every steered prompt, both after the system turn
+    of the model's prompt style when it has one."""
+    from amopo.data.prompts import steering_system
     from amopo.evaluate import generate, steerability
 
     chosen = generate.select_evenly(items, cfg.steer_num_instructions)
     texts = [item["instruction"] for item in chosen]
     prompts = steerability.steer_prompts(steering.spec, steering.rated, texts)
     asked = [p.text for p in prompts]
-    answers = {"model": _answers(cfg.model, cfg.model_name, asked, cfg, "steering, model")[0]}
+    system = steering_system(steering.spec)
+    answers = {"model": _answers(cfg.model, cfg.model_name, asked, cfg, "steering, model", system)[0]}
     if baseline and not _is_outputs_file(baseline):
-        answers["baseline"] = _answers(baseline, cfg.baseline_name, asked, cfg, "steering, base")[0]
+        answers["baseline"] = _answers(baseline, cfg.baseline_name, asked, cfg, "steering, base", system)[0]
     report["steer"] = {"dimensions": [d.name for d in steering.rated],
                        "levels": {d.name: steerability.levels(d) for d in steering.rated},
                        "skipped_no_rubric": steering.skipped, "instructions": [i["id"] for i in chosen],

@@ -97,8 +97,10 @@ def _bar(total: int, desc: str, progress: bool):
 
 
 def generate_local(model_dir: str, instructions: Sequence[str], *, max_new_tokens: int, batch_size: int = 8,
-                   progress: bool = True, desc: str = "generating") -> tuple[list[str], dict]:
-    """Greedy responses of a local model, and the record of how they were decoded."""
+                   progress: bool = True, desc: str = "generating",
+                   system: str | None = None) -> tuple[list[str], dict]:
+    """Greedy responses of a local model, and the record of how they were decoded; ``system``: a
+    system turn before each instruction (a prompt style's, for steered prompts)."""
     import torch
 
     from amopo.data.prompts import render_prompt
@@ -108,7 +110,7 @@ def generate_local(model_dir: str, instructions: Sequence[str], *, max_new_token
     tokenizer.padding_side = "left"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(model_dir).eval().to(device)
-    prompts = [render_prompt(tokenizer, text) for text in instructions]
+    prompts = [render_prompt(tokenizer, text, system) for text in instructions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     outputs: list[str] = [""] * len(prompts)
     eos = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)} - {None}
@@ -139,11 +141,15 @@ def _as_list(value) -> list:
 
 
 def generate_endpoint(endpoint, instructions: Sequence[str], *, max_new_tokens: int, concurrency: int = 4,
-                      seed: int = 0, progress: bool = True, desc: str = "generating") -> tuple[list[str], dict]:
-    """Greedy (temperature 0) responses of a served model; the server applies its chat template."""
+                      seed: int = 0, progress: bool = True, desc: str = "generating",
+                      system: str | None = None) -> tuple[list[str], dict]:
+    """Greedy (temperature 0) responses of a served model; the server applies its chat template.
+    ``system``: a system message before each instruction."""
+    head = [] if system is None else [{"role": "system", "content": system}]
+
     def one(text: str) -> str:
-        reply = endpoint.chat([{"role": "user", "content": text}], max_tokens=max_new_tokens, temperature=0.0,
-                              seed=seed)
+        reply = endpoint.chat(head + [{"role": "user", "content": text}], max_tokens=max_new_tokens,
+                              temperature=0.0, seed=seed)
         bar.update(1)
         return reply.strip()
 

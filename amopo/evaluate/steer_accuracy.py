@@ -4,7 +4,8 @@ For every pair of a prepared folder's eval split and every steered dimension k o
 responses are scored differently, h is the response scored higher on k and l the other. The model
 ranks them by ā (mean response-token log-prob, ``sequence_stats`` + ``average_logprob`` as held-out
 preference accuracy in ``amopo.train.heldout`` does) under two user turns built by
-``steered_user_text``: the high end of k's scale requested, then the low end. The pair follows the
+``steered_user_text`` (after the system turn of the model's prompt style, if it has one, as in
+training): the high end of k's scale requested, then the low end. The pair follows the
 request when
 
     ā(h | high) > ā(l | high)   and   ā(l | low) > ā(h | low)
@@ -32,7 +33,7 @@ from typing import Sequence
 import torch
 
 from amopo.data.dimensions import Dimension, registry
-from amopo.data.prompts import render_prompt, render_response, steered_user_text
+from amopo.data.prompts import render_prompt, render_response, steered_user_text, steering_system
 from amopo.data.readers import read_amopo
 from amopo.data.records import PreferencePair
 from amopo.data.tokenize import read_manifest
@@ -82,12 +83,14 @@ def pair_sequences(tokenizer, spec: dict, pair: PreferencePair, dim: Dimension, 
     responses = ordered(pair, dim.name)
     if responses is None:
         return None
-    prompts = [_ids(tokenizer, render_prompt(tokenizer, steered_user_text(spec, {dim.name: level}, pair.prompt)))
+    system = steering_system(spec)     # the prompt style's system turn, as in training
+    prompts = [_ids(tokenizer, render_prompt(tokenizer, steered_user_text(spec, {dim.name: level}, pair.prompt),
+                                             system))
                for level in (float(dim.high), float(dim.low))]
     budget = max_length - max(len(p) for p in prompts)
     if budget < 1:
         return None
-    answers = [_ids(tokenizer, render_response(tokenizer, pair.prompt, text))[:budget] for text in responses]
+    answers = [_ids(tokenizer, render_response(tokenizer, pair.prompt, text, system))[:budget] for text in responses]
     return [(p, a) for p in prompts for a in answers]
 
 
