@@ -142,7 +142,7 @@ def check_head_bypass(model: nn.Module, input_ids: torch.Tensor | None = None,
     """Compare, on one row, the log-probs of its labelled tokens through the head bypass with
     ``log_softmax(model(...).logits)``; record the verdict on the model for :func:`output_head`.
 
-        ok  ⇔  max_t |logp_bypass(t) − logp_model(t)| ≤ atol + 4 · eps(head dtype) · max |logits|
+        ok  ⇔  max_t |logp_bypass(t) − logp_model(t)| ≤ atol + 4 · eps(head dtype) · max_t |finite logits(t)|
 
     ``input_ids`` [1, T] and ``labels`` [1, T] (IGNORE_INDEX = −100 off the response) are one
     training sequence; without them a short probe row of every next token is used. Runs without
@@ -181,7 +181,9 @@ def check_head_bypass(model: nn.Module, input_ids: torch.Tensor | None = None,
         except (RuntimeError, ValueError, IndexError):
             max_diff = math.inf
     eps = torch.finfo(dtypes[0] if dtypes and dtypes[0].is_floating_point else torch.float32).eps
-    tolerance = _CHECK_ATOL + _CHECK_EPS * eps * logits.abs().max().item()
+    compared = logits[rows, cols]
+    scale = compared[compared.isfinite()].abs().max().item() if compared.isfinite().any() else 0.0
+    tolerance = _CHECK_ATOL + _CHECK_EPS * eps * scale
     ok = max_diff <= tolerance   # False for NaN too
     reason = None if ok else (f"log-probs through the head bypass differ from the model's own logits by up to "
                               f"{max_diff:.3g} > {tolerance:.3g}: the model transforms its logits after the head")
