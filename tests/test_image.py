@@ -12,7 +12,6 @@ path, permission or entry-point error in the image fails these tests.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from helpers.image import ImageRunner, image_tools_missing
+from helpers.processes import free_port
 from helpers.records import arithmetic_pairs, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +29,6 @@ pytestmark = pytest.mark.slow
 
 if (why := image_tools_missing()) is not None:
     pytest.skip(why, allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> bytes:

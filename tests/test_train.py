@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from amopo.train.config import TrainConfig
+from helpers.processes import free_port
 from amopo.train.loop import train
 from tests.helpers.records import answer_pairs
 from tests.helpers.training import assert_same_weights, saved_weights, train_config
@@ -148,10 +149,10 @@ def test_two_processes_match_one_at_equal_global_batch(prepared, tiny_model_dir,
               "--mlflow-tracking-uri", mlflow_uri]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = _torchrun(common + ["--output", str(tmp_path / "one"), "--batch-size", "2"], env, 1,
-                    ["--master_port=29611"])
+                    [f"--master_port={free_port()}"])
     assert one.returncode == 0, one.stderr[-3000:]
     two = _torchrun(common + ["--output", str(tmp_path / "two"), "--batch-size", "1"], env, 2,
-                    ["--master_port=29612"])
+                    [f"--master_port={free_port()}"])
     assert two.returncode == 0, two.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["world_size"] == 2
     assert_same_weights(saved_weights(tmp_path / "one"), saved_weights(tmp_path / "two"))
