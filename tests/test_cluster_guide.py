@@ -13,7 +13,7 @@ How the commands run (no cluster, container engine service or registry is reacha
 | mode | commands | how |
 |---|---|---|
 | shell | ``export ...``, ``mkdir``, ``cat > ... <<EOF``, ``PATCH=$(jq ...)`` | bash, for real |
-| build | ``bash scripts/build_image.sh --torch cu128 --tag "$IMAGE"`` | for real, with buildah; ``--torch cpu`` (see below), so the layers of the session's ``image`` fixture are reused and the result is that image under the guide's tag |
+| build | ``bash scripts/build_image.sh --torch cu128 --tag "$IMAGE"`` | for real, with buildah and ``--torch cpu`` (see below): it reuses the cached layers of the session's ``image`` fixture, and its result must have that image's Dockerfile steps and configuration |
 | push | ``buildah push "$IMAGE"`` | for real, to a registry on 127.0.0.1 (Debian's ``docker-registry``); a registries.conf given through ``CONTAINERS_REGISTRIES_CONF`` marks it plain HTTP. The registry's manifest must name the local image's config and layers |
 | kubectl | every ``kubectl`` command but the port-forward | for real, against an emulated API server (kmock; tests/helpers/kubectl_api.py says what it adds for kubectl) through a generated kubeconfig. kmock does not validate objects, so the stored built-in ones are validated here (``kubernetes-validate``, strict). The test plays the controllers: MLflow's Deployment becomes Available when its command answers in the image; the run's TrainJob and InferenceService are created by the train and deploy code paths, and the InferenceService becomes Ready when its command answers in the image |
 | dry-run | ``amopo pipeline submit --dry-run ...`` | for real (it contacts nothing) |
@@ -46,7 +46,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
