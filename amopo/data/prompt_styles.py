@@ -8,7 +8,8 @@ read P_1 … P_k, one per line.
 ``pairwise_multi_object.py``, run with ``--template qwen``), token for token:
 
 - scored dimension k: their long instruction, naming the dimension as written (underscores kept),
-  the same 1–5 rubric for every dimension whatever its own scale, and "the evaluation value of d";
+  the same 1–5 rubric for every dimension whatever its own scale, and "the evaluation value of d"
+  (d as their integer score columns print it: 4, not 4.0);
 - the holistic dimension: their "integrating the dimensions of …" sentence, listing the scored
   dimensions with spaces for underscores (their sentence names helpfulness, correctness,
   instruction following: the list their code conditions on);
