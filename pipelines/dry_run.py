@@ -84,7 +84,8 @@ def render_inferenceservice(task: ContainerTask) -> dict:
     return _call_with_task_inputs(deploy_step_manifest, task)
 
 
-def _core_errors(obj: dict) -> list[str]:
+def core_errors(obj: dict) -> list[str]:
+    """Why ``obj`` does not validate against the Kubernetes schemas of :data:`KUBERNETES_VERSION` (strict)."""
     import kubernetes_validate
 
     where = f"{obj['kind']}/{obj['metadata']['name']}"
@@ -157,7 +158,7 @@ def _render(plan: dict, tmp: Path, report: DryRunReport, *, crd_dir: Path | None
     _write_yaml(tmp / "steps.yaml", pods)
     report.files["steps.yaml"] = f"{len(pods)} step pods"
     for pod in pods:
-        report.errors += _core_errors(pod)
+        report.errors += core_errors(pod)
     report.validated[f"{len(pods)} step pods"] = f"Kubernetes {KUBERNETES_VERSION} (kubernetes-validate)"
 
     custom = []
