@@ -178,6 +178,29 @@ def test_no_steerability_columns_when_no_evaluation_measured_it(tmp_path):
     assert not any(line.startswith(("| steer", "| steering")) for line in md.splitlines())
 
 
+def test_length_steerability_and_side_effects_get_rows_miscalibration_lower_is_better(tmp_path):
+    steer = {"a": {"steer/verbosity/length_spearman": 0.9, "steer/verbosity/length_spearman_se": 0.05,
+                   "steer/verbosity/miscalibration": 0.5, "steer/verbosity/miscalibration_se": 0.1,
+                   "steer/side_effect/verbosity/helpfulness": -0.25, "steer/side_effect/verbosity/helpfulness_se": 0.1},
+             "b": {"steer/verbosity/length_spearman": 0.1, "steer/verbosity/length_spearman_se": 0.05,
+                   "steer/verbosity/miscalibration": 1.5, "steer/verbosity/miscalibration_se": 0.1,
+                   "steer/side_effect/verbosity/helpfulness": 0.5, "steer/side_effect/verbosity/helpfulness_se": 0.1}}
+    entries = [f"{n}={make_train(tmp_path, n, 'amopo')},{make_eval(tmp_path, n, {**eval_metrics(0.6), **m})}"
+               for n, m in steer.items()]
+    compare(CompareConfig(entries=entries, output=str(tmp_path / "cmp"), head_to_head=False, progress=False))
+    flat = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert flat["a/steer/verbosity/miscalibration_se"] == 0.1
+    assert flat["leader/steer/verbosity/miscalibration/higher_is_better"] is False
+    assert flat["leader/steer/verbosity/miscalibration/best"] == "a"          # 0.5 levels off beats 1.5
+    assert flat["leader/steer/verbosity/length_spearman/best"] == "a"
+    assert flat["leader/steer/side_effect/verbosity/helpfulness/best"] == "b"  # a's helpfulness fell
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| steer")
+            or line.startswith("| side effect")}
+    assert set(rows) == {"| steer verbosity: length spearman ↑", "| steer verbosity: miscalibration ↓",
+                         "| side effect of steering verbosity on helpfulness (rating, high − low) ↑"}
+
+
 def test_unequal_settings_are_noted(tmp_path):
     entries = [f"dpo={make_train(tmp_path, 'dpo', 'dpo', speeds=(1.0, 2.0))},"
                f"{make_eval(tmp_path, 'dpo', eval_metrics(0.6))}",

@@ -7,7 +7,11 @@ training folders under the evaluation's own key names, each with its standard er
     winrate/raw, winrate/lc   win rate against the base model, with the evaluation's ``_se``
     dimension/<d>/model       mean judge score 1–5 on dimension d, with ``_se``
     steer/…                   steerability, where the evaluation measured it (a conditioned model);
-                              columns every objective lacks are left out, others show as absent
+                              columns every objective lacks are left out, others show as absent:
+                              per dimension accuracy, Spearman ρ and slope of the judged rating; for
+                              verbosity the Spearman ρ of answer length and the miscalibration (lower
+                              is better); side effects ``steer/side_effect/<k>/<j>`` (rating change
+                              on j from k's low to high request; a fall is the loss)
     train/tokens_per_s, train/wall_s, train/peak_memory_bytes     see ``training_stats``
 
 A figure is absent for an objective when its folders do not hold it; it is never guessed.
@@ -50,7 +54,9 @@ STEER_HEADLINE = {"steer/accuracy": ("steering accuracy (held-out pairs)", "rate
                                           "mean Spearman ρ"),
                   "steer/mean_slope": ("steerability: mean slope (rating per level)", "number", "mean slope")}
 INFO = ("pref_accuracy/pairs", "winrate/n", "train/steps", "train/warmup_steps_excluded")  # counts shown beside
-_STEER_DIM = re.compile(r"^steer/([^/]+)/(accuracy|spearman|slope)$")
+_STEER_DIM = re.compile(r"^steer/([^/]+)/(accuracy|spearman|slope|length_spearman|miscalibration)$")
+_SIDE_EFFECT = re.compile(r"^steer/side_effect/([^/]+)/([^/]+)$")
+_LOWER_IS_BETTER = ("miscalibration",)
 _DIMENSION = re.compile(r"^dimension/([^/]+)/model$")
 
 
@@ -76,8 +82,12 @@ def _steer_metrics(entries: Sequence[Entry]) -> list[Metric]:
     for key in sorted(k for k in keys if _STEER_DIM.match(k)):
         dim, stat = _STEER_DIM.match(key).groups()
         name = dim.replace("_", " ")
-        out.append(Metric(key, f"steer {name}: {stat}", "rate" if stat == "accuracy" else "number",
-                          short=f"steer {name}\n{stat}"))
+        out.append(Metric(key, f"steer {name}: {stat.replace('_', ' ')}", "rate" if stat == "accuracy" else "number",
+                          higher_is_better=stat not in _LOWER_IS_BETTER, short=f"steer {name}\n{stat.replace('_', ' ')}"))
+    for key in sorted(k for k in keys if _SIDE_EFFECT.match(k) and not k.endswith("_se")):
+        steered, other = (m.replace("_", " ") for m in _SIDE_EFFECT.match(key).groups())
+        out.append(Metric(key, f"side effect of steering {steered} on {other} (rating, high − low)", "number",
+                          short=f"{steered} →\n{other}"))
     return out
 
 
