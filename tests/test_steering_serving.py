@@ -141,6 +141,84 @@ def test_completions_v1_and_v2_put_the_prefix_before_the_raw_text(client, base, 
     assert list(plain_v1) == ["predictions"]
 
 
+# --- chat_template_kwargs: the form vLLM and SGLang pass to the model's chat template ---------------
+
+def _kwargs_chat(targets, **kw) -> dict:
+    return {"model": "steer", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": MAX_TOKENS,
+            "temperature": 0, "chat_template_kwargs": {"dimension_targets": targets}, **kw}
+
+
+def test_chat_template_kwargs_steer_as_the_top_level_field_does(client, base):
+    for targets in (LOW, HIGH):
+        top = _ask(client, PROMPTS[0], targets)
+        r = httpx.post(f"{base}{PATHS['chat']}", json=_kwargs_chat(targets), timeout=60).json()
+        assert r["choices"][0]["message"]["content"] == top.choices[0].message.content
+        assert (r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) == \
+            (top.usage.prompt_tokens, top.usage.completion_tokens)
+        assert r["dimension_targets"] == targets
+    via_client = client.chat.completions.create(
+        model="steer", messages=[{"role": "user", "content": PROMPTS[0]}], max_tokens=MAX_TOKENS, temperature=0,
+        extra_body={"chat_template_kwargs": {"dimension_targets": LOW}})
+    assert via_client.choices[0].message.content == _ask(client, PROMPTS[0], LOW).choices[0].message.content
+    plain = _ask(client, PROMPTS[0], None)
+    for empty in ({}, {"dimension_targets": None}, {"dimension_targets": {}}):
+        r = httpx.post(f"{base}{PATHS['chat']}", json={**_kwargs_chat(None), "chat_template_kwargs": empty},
+                       timeout=60).json()
+        assert "dimension_targets" not in r and r["choices"][0]["message"]["content"] == plain.choices[0].message.content
+
+
+def test_the_trained_folder_carries_a_template_that_steers_like_the_server(base, steer_model):
+    """Training wrote chat_template.jinja; transformers renders the server's steered prompt from it."""
+    from transformers import AutoTokenizer
+
+    from amopo.chat_template import BEGIN, TEMPLATE_FILE
+
+    assert (steer_model / TEMPLATE_FILE).read_text().startswith(BEGIN)
+    tok = AutoTokenizer.from_pretrained(str(steer_model))
+    spec = load_spec(steer_model)
+    messages = [{"role": "user", "content": PROMPTS[1]}]
+    for targets in (LOW, HIGH, None):
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, dimension_targets=targets,
+                                      tokenize=True, return_dict=False)
+        assert ids == tok.apply_chat_template(conditioned_messages(spec, messages, targets), add_generation_prompt=True,
+                                              tokenize=True, return_dict=False)
+        r = httpx.post(f"{base}{PATHS['chat']}", timeout=60, json={
+            "model": "steer", "messages": messages, "max_tokens": 1, "chat_template_kwargs": {"dimension_targets": targets}})
+        assert r.json()["usage"]["prompt_tokens"] == len(ids)
+    from jinja2.exceptions import TemplateError
+    with pytest.raises(TemplateError, match="level 9 is not a number from 0 to 4"):
+        tok.apply_chat_template(messages, dimension_targets={"verbosity": 9}, tokenize=False)
+
+
+KWARGS_BAD = [
+    (_kwargs_chat({"verbosity": 9}), "dimension_targets", ["level 9 is not a number from 0 to 4", "this model steers"]),
+    (_kwargs_chat({"tone": 1}), "dimension_targets", ["unknown dimension(s) tone"]),
+    (_kwargs_chat("verbosity"), "dimension_targets", ["must be an object"]),
+    ({**_kwargs_chat(LOW), "chat_template_kwargs": "verbosity"}, "chat_template_kwargs",
+     ["'chat_template_kwargs' must be an object", "got str"]),
+    ({**_kwargs_chat(LOW), "chat_template_kwargs": {"dimension_targets": LOW, "enable_thinking": False}},
+     "chat_template_kwargs", ["unsupported chat_template_kwargs enable_thinking", "only dimension_targets"]),
+    (_kwargs_chat(LOW, dimension_targets=HIGH), "dimension_targets",
+     ["both at the top level and in chat_template_kwargs"]),
+]
+
+
+@pytest.mark.parametrize("body, param, expected", KWARGS_BAD, ids=[str(i) for i in range(len(KWARGS_BAD))])
+def test_bad_chat_template_kwargs_get_a_clear_400(base, body, param, expected):
+    r = httpx.post(base + PATHS["chat"], json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param
+    for part in expected:
+        assert part in error["message"], error["message"]
+
+
+def test_completions_take_no_chat_template_kwargs(base):
+    r = httpx.post(base + PATHS["completions"], timeout=30,
+                   json={"model": "steer", "prompt": "hi", "chat_template_kwargs": {"dimension_targets": LOW}})
+    assert r.status_code == 400 and "unsupported parameter 'chat_template_kwargs'" in r.json()["error"]["message"]
+
+
 # --- the client-side helper -----------------------------------------------------------------------
 
 def test_the_client_helper_gives_the_user_turn_the_server_renders(client, steer_model):

@@ -7,8 +7,9 @@ semantics are checked here. Every failure is a RequestError naming the parameter
 
 Supported: model, messages / prompt, max_tokens (max_completion_tokens), temperature, top_p, stop,
 seed, stream, stream_options.include_usage, user, and the project's extension ``dimension_targets``
-(top level, as vLLM and KServe take extension fields; checked to be an object or null here and
-against the model in ``amopo.serving.steering``). Log-probabilities (``amopo.serving.logprobs``):
+(top level, as vLLM and KServe take extension fields; on chat also as ``chat_template_kwargs:
+{"dimension_targets": ...}``, the form that steers the model's own chat template on vLLM and SGLang;
+checked to be an object or null here and against the model in ``amopo.serving.steering``). Log-probabilities (``amopo.serving.logprobs``):
 on completions ``logprobs`` = N (an integer 0..20) and ``echo``, with ``max_tokens: 0`` allowed
 with echo (score the prompt only); on chat ``logprobs: true`` with ``top_logprobs`` = N (0..20).
 N is capped at 20 (OpenAI's chat cap; its legacy API stops at 5, lm-eval asks for 1). Streaming
@@ -32,7 +33,7 @@ from amopo.serving.steering import parse_targets
 
 _COMMON = {"model", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "stream_options", "user",
            "dimension_targets"}
-CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
+CHAT_PARAMS = _COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs", "chat_template_kwargs"}
 COMPLETION_PARAMS = _COMMON | {"prompt", "logprobs", "echo"}
 _LOGPROB_PARAMS = {"logprobs", "top_logprobs", "echo"}   # checked here, not by the openai types
 # Parameters whose only supported value is the one that changes nothing.
@@ -294,12 +295,33 @@ def parse_chat(body: dict[str, Any]) -> ChatParams:
     model = _model(body)
     messages = _messages(body)
     stream, include_usage = _stream(body)
-    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options", "dimension_targets"}
-                 | _LOGPROB_PARAMS)
+    _check_types("chat", body, skip={"messages", "stop", "stream", "stream_options", "dimension_targets",
+                                     "chat_template_kwargs"} | _LOGPROB_PARAMS)
     logprobs = _chat_logprobs(body, stream)
     max_tokens_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     return ChatParams(model, messages, _sampling(body, max_tokens_param), max_tokens_param, stream, include_usage,
-                      parse_targets(body.get("dimension_targets")), logprobs)
+                      parse_targets(_chat_targets(body)), logprobs)
+
+
+def _chat_targets(body: dict[str, Any]) -> Any:
+    """The chat request's targets: top-level ``dimension_targets`` or ``chat_template_kwargs.dimension_targets``
+    (the form vLLM's and SGLang's OpenAI servers pass to the chat template, which a model trained by amopo
+    carries: ``amopo.chat_template``). Only ``dimension_targets`` is taken inside ``chat_template_kwargs``:
+    this server renders the model's template itself and has no other template variable to set."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return body.get("dimension_targets")
+    if not isinstance(kwargs, dict):
+        raise RequestError(f"'chat_template_kwargs' must be an object (e.g. {{\"dimension_targets\": "
+                           f"{{\"verbosity\": 1}}}}), got {type(kwargs).__name__}", param="chat_template_kwargs")
+    other = sorted(str(k) for k in kwargs if k != "dimension_targets")
+    if other:
+        raise RequestError(f"unsupported chat_template_kwargs {', '.join(other)}: this server takes only "
+                           "dimension_targets there", param="chat_template_kwargs", code="unsupported_parameter")
+    if "dimension_targets" in kwargs and body.get("dimension_targets") is not None:
+        raise RequestError("dimension_targets given both at the top level and in chat_template_kwargs; send one",
+                           param="dimension_targets")
+    return kwargs.get("dimension_targets", body.get("dimension_targets"))
 
 
 def parse_completion(body: dict[str, Any]) -> CompletionParams:
