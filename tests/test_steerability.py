@@ -83,6 +83,32 @@ def test_binomial_rate():
     assert all(math.isnan(v) for v in binomial_rate(0, 0))
 
 
+def test_side_effects_by_hand():
+    dims = steerability.spec_dimensions(SPEC)                       # helpfulness, verbosity: both 0–4
+    prompts = steerability.steer_prompts(SPEC, dims, ["a", "b"])
+    items = steerability.side_effect_items(prompts, dims)
+    # Low and high ends only (not the middle), each rated on the one other dimension: 2 dims × 2 ends × 2.
+    assert len(items) == 8 and {it.level for it in items} == {0.0, 4.0}
+    assert {(it.steered, it.other) for it in items} == {("helpfulness", "verbosity"), ("verbosity", "helpfulness")}
+    assert all(prompts[it.index].dimension == it.steered and prompts[it.index].level == it.level for it in items)
+    # Verbosity's rating when helpfulness is asked low: 2, 4; asked high: 3, None (unparseable, left out).
+    # Helpfulness's rating when verbosity is asked low: 5, 5; high: 4, 2.
+    table = {("helpfulness", 0.0): [2.0, 4.0], ("helpfulness", 4.0): [3.0, None],
+             ("verbosity", 0.0): [5.0, 5.0], ("verbosity", 4.0): [4.0, 2.0]}
+    ratings = [table[it.steered, it.level][prompts[it.index].index] for it in items]
+    out = steerability.side_effects(items, ratings, dims)
+    assert out["steer/side_effect/helpfulness/verbosity"] == pytest.approx(3.0 - 3.0)
+    assert math.isnan(out["steer/side_effect/helpfulness/verbosity_se"])     # one rating at the high end
+    assert out["steer/side_effect/verbosity/helpfulness"] == pytest.approx(3.0 - 5.0)
+    # se: √(se_high² + se_low²) = √(1² + 0²), se_high = sd(4, 2)/√2 = 1.
+    assert out["steer/side_effect/verbosity/helpfulness_se"] == pytest.approx(1.0)
+
+    judge = RecordingJudge()
+    answers = [f"answer {n}" for n in range(len(prompts))]
+    steerability.rate_side_effects(judge, items, prompts, ["a", "b"], answers)
+    assert judge.items == [(["a", "b"][prompts[it.index].index], answers[it.index], it.other) for it in items]
+
+
 class RecordingJudge:
     """Rates an answer by its length, and records what it was shown."""
 
@@ -229,8 +255,8 @@ def test_evaluate_reports_steerability_without_showing_the_judge_the_request(con
     out = tmp_path / "eval"
     cfg = EvaluateConfig(model=str(conditioned_model), judge=str(tiny_model_dir), judge_top_k=10_000, pairwise=False,
                          tasks=[], data=str(steer_data), num_instructions=6, steer_num_instructions=2,
-                         max_new_tokens=4, max_length=256, steer_bootstrap=20, output=str(out),
-                         mlflow_tracking_uri=uri, progress=False)
+                         max_new_tokens=4, max_length=256, steer_bootstrap=20, steer_side_effects=True,
+                         output=str(out), mlflow_tracking_uri=uri, progress=False)
     cfg.validate()
     summary = evaluate(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -244,24 +270,37 @@ def test_evaluate_reports_steerability_without_showing_the_judge_the_request(con
                 assert f"{side}/{dim}/{key}" in metrics, f"{side}/{dim}/{key}"
             assert f"{side}/{dim}/spearman" in metrics or f"{side}/{dim}/spearman" in report["missing"]
         assert metrics[f"{side}/helpfulness/ratings"] == 2 * 3 and metrics[f"{side}/accuracy_pairs"] == 9
+        for steered, other in (("helpfulness", "verbosity"), ("verbosity", "helpfulness")):
+            assert f"{side}/side_effect/{steered}/{other}" in metrics
+        # Verbosity is measured by length too, calibrated on the data's responses; helpfulness is not.
+        for key in ("mean_tokens_at_0", "mean_tokens_at_4", "miscalibration", "achieved_level_at_2"):
+            assert f"{side}/verbosity/{key}" in metrics
+        assert not [k for k in metrics if k.startswith(f"{side}/helpfulness/") and "tokens" in k]
     assert not [k for k in metrics if k.startswith("steer") and "overall" in k]   # holistic: nothing to steer
     assert metrics["judge/unparseable"] == 0 and "pref_accuracy/plain" in metrics
 
-    # The judge saw 2 sides × 2 dimensions × 3 levels × 2 instructions, never a requested level.
-    assert len(shown) == 24
+    # The judge saw 2 sides × 2 dimensions × 3 levels × 2 instructions, and for the side effects
+    # 2 sides × 2 dimensions × 2 ends × 2 instructions on the other dimension; never a requested level.
+    assert len(shown) == 24 + 16
     prefixes = [steering_prefix(SPEC, {d: lv}) for d in ("helpfulness", "verbosity") for lv in (0, 2, 4)]
     for messages in shown:
         text = "\n".join(m["content"] for m in messages)
         assert "Respond at" not in text and not any(p in text for p in prefixes)
     rows = [json.loads(line) for line in (out / "steer_samples.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and {r["side"] for r in rows} == {"model", "baseline"}
+    assert [sorted(r.get("side_ratings", {})) for r in rows[:7]] == [["verbosity"], ["verbosity"], [], [],
+                                                                      ["verbosity"], ["verbosity"], ["helpfulness"]]
+    assert all(isinstance(r["tokens"], int) for r in rows)
     assert rows[0]["prompt"].startswith(steering_prefix(SPEC, {"helpfulness": 0})) and \
         rows[0]["prompt"].endswith(rows[0]["instruction"])
     assert (out / "steerability.png").read_bytes()[:8] == PNG
+    assert (out / "steer_length.png").read_bytes()[:8] == PNG
 
     run = MlflowClient(uri).get_run(summary["mlflow_run_id"])
     assert run.data.metrics["steer/helpfulness/slope"] == pytest.approx(metrics["steer/helpfulness/slope"])
     assert run.data.metrics["steer_base/accuracy"] == pytest.approx(metrics["steer_base/accuracy"])
+    assert run.data.metrics["steer/side_effect/verbosity/helpfulness"] == pytest.approx(
+        metrics["steer/side_effect/verbosity/helpfulness"])
 
 
 def test_steering_can_be_turned_off_and_bad_dimensions_fail_first(conditioned_model, tiny_model_dir, steer_data,

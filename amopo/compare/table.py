@@ -81,9 +81,9 @@ def _steer_metrics(entries: Sequence[Entry]) -> list[Metric]:
     out = [Metric(k, title, kind, short=short) for k, (title, kind, short) in STEER_HEADLINE.items() if k in keys]
     for key in sorted(k for k in keys if _STEER_DIM.match(k)):
         dim, stat = _STEER_DIM.match(key).groups()
-        name = dim.replace("_", " ")
-        out.append(Metric(key, f"steer {name}: {stat.replace('_', ' ')}", "rate" if stat == "accuracy" else "number",
-                          higher_is_better=stat not in _LOWER_IS_BETTER, short=f"steer {name}\n{stat.replace('_', ' ')}"))
+        name, what = dim.replace("_", " "), stat.replace("_", " ")
+        out.append(Metric(key, f"steer {name}: {what}", "rate" if stat == "accuracy" else "number",
+                          higher_is_better=stat not in _LOWER_IS_BETTER, short=f"steer {name}\n{what}"))
     for key in sorted(k for k in keys if _SIDE_EFFECT.match(k) and not k.endswith("_se")):
         steered, other = (m.replace("_", " ") for m in _SIDE_EFFECT.match(key).groups())
         out.append(Metric(key, f"side effect of steering {steered} on {other} (rating, high − low)", "number",

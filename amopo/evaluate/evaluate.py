@@ -10,7 +10,9 @@ Parts (each optional):
 2. held-out preference accuracy on a prepared folder's eval split (``--data``; local models).
 3. steerability of a model with a conditioning spec (``amopo.evaluate.steerability``: answers at
    low, middle and high requested levels rated by the judge, which never sees the request; and
-   ``amopo.evaluate.steer_accuracy`` on ``--data``'s held-out pairs), the base model beside it.
+   ``amopo.evaluate.steer_accuracy`` on ``--data``'s held-out pairs), the base model beside it;
+   verbosity also by answer length, calibrated on ``--data``'s responses (``amopo.evaluate.steer_length``),
+   and with ``--steer-side-effects`` how the other steered dimensions' ratings move.
 4. lm-eval tasks (``--tasks``; shipped YAML tasks by default). On an endpoint, generation tasks go
    through its chat route and multiple-choice ones through ``/completions`` (echo + logprobs),
    tokenised with ``--model-tokenizer`` (the served model's folder or hub id); without it
@@ -103,6 +105,10 @@ class EvaluateConfig:
                                                "it) answered per dimension and level (0: all of them)")
     steer_bootstrap: int = field(200, help="bootstrap resamples of instructions for the Spearman correlation's "
                                            "standard error")
+    steer_side_effects: bool = field(False, help="steering side effects: the judge also rates the answers at each "
+                                                 "steered dimension's low and high level on the other steered "
+                                                 "dimensions (2 × (dimensions − 1) more ratings per instruction and "
+                                                 "dimension, per model; off by default to keep the evaluation's time)")
     seed: int = field(0, help="seed for lm-eval and the bootstrap")
     output: str = field("runs/evaluate", help="output folder (replaced if it holds an earlier evaluation)")
     mlflow_tracking_uri: str | None = field(None, help="MLflow URI; default: the training run's, else "
@@ -295,18 +301,67 @@ def _steer_answers(cfg: EvaluateConfig, steering: _Steering, items: list[dict], 
 
 
 def _steer_scores(cfg: EvaluateConfig, judge, steering: _Steering, asked: dict) -> tuple[dict, list[dict]]:
-    """The judge's ratings of the steered answers → ``steer/`` and ``steer_base/`` metrics and rows."""
+    """The judge's ratings of the steered answers → ``steer/`` and ``steer_base/`` metrics and rows
+    (with ``steer_side_effects``, the side-effect ratings too: ``side_ratings`` of a row)."""
     from amopo.evaluate import steerability
 
     metrics, rows = {}, []
+    side_items = (steerability.side_effect_items(asked["prompts"], steering.rated)
+                  if cfg.steer_side_effects and len(steering.rated) > 1 else [])
     for side, answers in asked["answers"].items():
+        prefix = _STEER_PREFIX[side]
         verdicts = steerability.rate(judge, asked["prompts"], asked["texts"], answers,
                                      desc=f"rating steered answers ({side})")
         values = [v.value for v in verdicts]
-        metrics.update(steerability.summarize(asked["prompts"], values, steering.rated, prefix=_STEER_PREFIX[side],
+        metrics.update(steerability.summarize(asked["prompts"], values, steering.rated, prefix=prefix,
                                               resamples=cfg.steer_bootstrap, seed=cfg.seed))
-        rows += steerability.sample_rows(side, asked["prompts"], asked["ids"], asked["texts"], answers, values)
+        part = steerability.sample_rows(side, asked["prompts"], asked["ids"], asked["texts"], answers, values)
+        if side_items:
+            others = [v.value for v in steerability.rate_side_effects(
+                judge, side_items, asked["prompts"], asked["texts"], answers, desc=f"rating side effects ({side})")]
+            metrics.update(steerability.side_effects(side_items, others, steering.rated, prefix=prefix))
+            metrics[f"{prefix}/unparseable"] += float(sum(v is None for v in others))
+            for it, value in zip(side_items, others):
+                part[it.index].setdefault("side_ratings", {})[it.other] = value
+        rows += part
     return metrics, rows
+
+
+def _steer_lengths(cfg: EvaluateConfig, steering: _Steering, asked: dict) -> tuple[dict, dict, dict]:
+    """Length steerability of the length dimensions steered (``amopo.evaluate.steer_length``), in
+    tokens of the model's tokenizer (an endpoint's ``--model-tokenizer``; without one, skipped):
+    metrics, {side: tokens per steered answer}, {dimension: the data's level-to-length table}."""
+    from amopo.evaluate import steer_length, steerability
+
+    names = [d.name for d in steering.rated if d.name in steer_length.LENGTH_DIMENSIONS]
+    source = cfg.model_tokenizer if is_endpoint(cfg.model) else cfg.model
+    if not names:
+        return {}, {}, {}
+    if not source:
+        print("evaluate: no tokenizer for the endpoint model (--model-tokenizer): verbosity by length is skipped")
+        return {}, {}, {}
+    from amopo.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(source))
+    tables = {}
+    if cfg.data:
+        for name in names:
+            responses = steer_length.data_responses(cfg.data, name)
+            tables[name] = steer_length.length_table(
+                steer_length.token_lengths(tokenizer, [t for t, _ in responses]), [s for _, s in responses])
+    metrics, tokens = {}, {}
+    dims = {d.name: d for d in steering.rated}
+    for side, answers in asked["answers"].items():
+        tokens[side] = steer_length.token_lengths(tokenizer, answers)
+        for name in names:
+            groups: dict[int, list] = {}
+            for p, n in zip(asked["prompts"], tokens[side]):
+                if p.dimension == name:
+                    groups.setdefault(p.index, []).append((p.level, float(n)))
+            part = steer_length.length_summary(list(groups.values()), steerability.levels(dims[name]),
+                                               tables.get(name), resamples=cfg.steer_bootstrap, seed=cfg.seed)
+            metrics.update({f"{_STEER_PREFIX[side]}/{name}/{k}": v for k, v in part.items()})
+    return metrics, tokens, tables
 
 
 def _steer_accuracy(cfg: EvaluateConfig, steering: _Steering, baseline: str | None) -> dict:
@@ -369,6 +424,10 @@ def _judged(cfg: EvaluateConfig, prompts, steering: _Steering | None, baseline: 
     judge = _judge(cfg, prompts)
     report["judge"] = {**judge.identity, **prompts.identity}
     metrics, rows, steer_rows = {}, [], []
+    tokens: dict = {}
+    if asked is not None:
+        metrics, tokens, tables = _steer_lengths(cfg, steering, asked)
+        report["steer"]["length_tables"] = {k: [list(row) for row in t] for k, t in tables.items()}
     try:
         if answers is not None:
             part, rows = _pairwise_scores(cfg, judge, items, answers, baseline)
@@ -376,13 +435,17 @@ def _judged(cfg: EvaluateConfig, prompts, steering: _Steering | None, baseline: 
         if asked is not None:
             part, steer_rows = _steer_scores(cfg, judge, steering, asked)
             metrics.update(part)
+            order = [(side, k) for side in asked["answers"] for k in range(len(asked["prompts"]))]
+            for row, (side, k) in zip(steer_rows, order, strict=True):
+                row["tokens"] = tokens[side][k] if side in tokens else None
     finally:
         judge.close()
     metrics["judge/unparseable"] = sum(metrics.get(k, 0.0) for k in _UNPARSEABLE)
     return metrics, rows, steer_rows
 
 
-def _figures(folder: Path, metrics: dict, dims: list[str], training, steering: _Steering | None) -> list[Path]:
+def _figures(folder: Path, metrics: dict, dims: list[str], training, steering: _Steering | None,
+             tables: dict) -> list[Path]:
     from amopo.evaluate import plots, steerability
 
     made = []
@@ -399,12 +462,23 @@ def _figures(folder: Path, metrics: dict, dims: list[str], training, steering: _
         made.append(plots.plot_steering(steerability.curves(metrics, steering.rated, "steer"),
                                         steerability.curves(metrics, steering.rated, "steer_base"),
                                         folder / "steerability.png"))
+        from amopo.evaluate import steer_length
+
+        names = [d.name for d in steering.rated if d.name in steer_length.LENGTH_DIMENSIONS]
+        levels = {d.name: steerability.levels(d) for d in steering.rated}
+        made.append(plots.plot_steer_length(
+            {side: steer_length.length_curves(metrics, names, levels, prefix) for side, prefix in
+             (("trained", "steer"), ("base", "steer_base"))},
+            {side: steerability.curves(metrics, [d for d in steering.rated if d.name in names], prefix)
+             for side, prefix in (("trained", "steer"), ("base", "steer_base"))},
+            tables, folder / "steer_length.png"))
     return [p for p in made if p is not None]
 
 
 def _headline(metrics: dict) -> str:
     keys = ["winrate/raw", "winrate/lc", "dimension/mean_delta", "pref_accuracy/plain", "pref_accuracy/mean_dimensions",
-            "steer/mean_spearman", "steer/accuracy", "judge/unparseable"]
+            "steer/mean_spearman", "steer/accuracy", "steer/verbosity/length_spearman",
+            "steer/verbosity/miscalibration", "judge/unparseable"]
     keys += sorted(k for k in metrics if k.startswith("lm_eval/") and "stderr" not in k)
     return ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
 
@@ -484,7 +558,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             write_samples(tmp, rows)
         if steer_rows:
             write_samples(tmp, steer_rows, name="steer_samples")
-        figures = _figures(tmp, kept, cfg.dimensions, training, steering)
+        tables = {k: [tuple(r) for r in t] for k, t in report.get("steer", {}).get("length_tables", {}).items()}
+        figures = _figures(tmp, kept, cfg.dimensions, training, steering, tables)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

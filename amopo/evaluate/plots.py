@@ -1,5 +1,5 @@
 """Evaluation figures (matplotlib, Agg): per-dimension radar, win-rate bars, training curves,
-steerability (judged rating against requested level)."""
+steerability (judged rating, and answer length, against requested level)."""
 
 from __future__ import annotations
 
@@ -128,3 +128,42 @@ def plot_training_curves(history: Path, out: Path) -> Path | None:
     first = json.loads(lines[0])
     names = [k.split("/", 1)[1] for k in first if k.startswith("accuracy/")] or ["plain"]
     return plot_history(history, out, names)
+
+
+def plot_steer_length(lengths: dict[str, dict[str, Curve]], ratings: dict[str, dict[str, Curve]],
+                      tables: dict[str, Sequence[tuple[float, float]]], out: Path, *, low: float = 1.0,
+                      high: float = 5.0) -> Path | None:
+    """Per length dimension (verbosity), one row: answer length in tokens against the requested level
+    (±1 standard error), the trained model and the base model on the same prompts, with the data's
+    level-to-length mapping (mean tokens of the responses at each score) as the calibration line;
+    beside it the judge's rating against the requested level, trained and base.
+    ``lengths``/``ratings``: {"trained"|"base": {dimension: curve}}."""
+    names = list(lengths.get("trained", {}))
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(names), 2, figsize=(8.4, 3.6 * len(names)), squeeze=False)
+    styles = {"trained": ("trained model", "tab:blue", "-"), "base": ("base model, same prompts", "tab:gray", "--")}
+    for row, name in zip(axes, names):
+        for panel, (ax, curves, ylabel) in enumerate(((row[0], lengths, "answer length (tokens)"),
+                                                      (row[1], ratings, f"judge rating ({low:g}–{high:g})"))):
+            for side, (label, color, line) in styles.items():
+                if name not in curves.get(side, {}):
+                    continue
+                levels, means, errors = curves[side][name]
+                ax.errorbar(levels, means, yerr=[0.0 if math.isnan(e) else e for e in errors], marker="o",
+                            capsize=4, color=color, linestyle=line, label=label)
+            if panel == 0 and tables.get(name):
+                ax.plot([s for s, _ in tables[name]], [m for _, m in tables[name]], color="black", linestyle=":",
+                        marker="x", label="data: mean tokens at each score")
+            if panel == 1:
+                ax.set_ylim(low, high)
+            ax.set_xlabel(f"requested {name.replace('_', ' ')} level")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle("steerability by length: achieved length and rating vs requested level", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

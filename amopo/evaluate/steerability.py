@@ -21,6 +21,15 @@ Metrics, ``steer/`` for the model and ``steer_base/`` for the base (statistics i
     steer/<k>/ratings                      parsed ratings used
     steer/mean_slope, steer/mean_spearman  means over the dimensions
     steer/unparseable                      ratings the judge gave no parseable verdict for
+    steer/side_effect/<k>/<j>, …_se        with ``--steer-side-effects`` and two or more rated dimensions:
+                                           mean rating on another dimension j of the answers at k's
+                                           high level minus at its low level (the judge rates those
+                                           answers on j too, again from the plain instruction); se
+                                           √(se_high² + se_low²). Steering k without side effects
+                                           leaves it near 0 (miscalibration plus side effects, as
+                                           arXiv 2505.23816 defines steerability)
+
+Verbosity is also measured without a judge, by answer length (``amopo.evaluate.steer_length``).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from amopo.data.dimensions import Dimension
 from amopo.data.prompts import steered_user_text
 from amopo.errors import ConfigError
 from amopo.evaluate.steer_stats import level_key, rating_summary
+from amopo.evaluate.winrate import mean_and_se
 from amopo.steering import load_spec
 
 
@@ -121,6 +131,49 @@ def summarize(prompts: Sequence[SteerPrompt], ratings: Sequence[float | None], d
         values = [out[f"{prefix}/{d.name}/{stat}"] for d in dims if math.isfinite(out[f"{prefix}/{d.name}/{stat}"])]
         out[f"{prefix}/mean_{stat}"] = sum(values) / len(values) if values else math.nan
     out[f"{prefix}/unparseable"] = float(unparseable)
+    return out
+
+
+@dataclass(frozen=True)
+class SideItem:
+    steered: str   # the dimension whose level was requested
+    other: str     # the dimension the answer is rated on
+    level: float   # k's low or high end
+    index: int     # of the prompt in the steering prompts
+
+
+def side_effect_items(prompts: Sequence[SteerPrompt], dims: Sequence[Dimension]) -> list[SideItem]:
+    """For every answer at the low or high end of its dimension k, one rating on each other dimension."""
+    ends = {d.name: (float(d.low), float(d.high)) for d in dims}
+    return [SideItem(p.dimension, other.name, p.level, n) for n, p in enumerate(prompts)
+            if p.level in ends[p.dimension] for other in dims if other.name != p.dimension]
+
+
+def rate_side_effects(judge, items: Sequence[SideItem], prompts: Sequence[SteerPrompt], instructions: Sequence[str],
+                      answers: Sequence[str], *, desc: str = "rating side effects") -> list:
+    """The judge's Verdict on each item's answer, on its other dimension (plain instruction and answer only)."""
+    return judge.rate([(instructions[prompts[it.index].index], answers[it.index], it.other) for it in items],
+                      desc=desc)
+
+
+def side_effects(items: Sequence[SideItem], ratings: Sequence[float | None], dims: Sequence[Dimension], *,
+                 prefix: str = "steer") -> dict[str, float]:
+    """``{prefix}/side_effect/<k>/<j>`` and ``_se`` (module docstring) from one rating (None:
+    unparseable, left out) per item."""
+    ends = {d.name: (float(d.low), float(d.high)) for d in dims}
+    values: dict[tuple[str, str, float], list[float]] = {}
+    for it, value in zip(items, ratings, strict=True):
+        if value is not None:
+            values.setdefault((it.steered, it.other, it.level), []).append(float(value))
+    out: dict[str, float] = {}
+    for k in dims:
+        for j in dims:
+            if j.name == k.name:
+                continue
+            low, low_se = mean_and_se(values.get((k.name, j.name, ends[k.name][0]), []))
+            high, high_se = mean_and_se(values.get((k.name, j.name, ends[k.name][1]), []))
+            out[f"{prefix}/side_effect/{k.name}/{j.name}"] = high - low
+            out[f"{prefix}/side_effect/{k.name}/{j.name}_se"] = math.sqrt(high_se ** 2 + low_se ** 2)
     return out
 
 
