@@ -77,10 +77,17 @@ def test_low_verbosity_gives_a_measurably_shorter_answer_than_high(client):
 
 # --- what comes back ------------------------------------------------------------------------------
 
-def test_the_smoke_steps_steering_measure_sees_the_shorter_answers(base):
+def test_the_smoke_steps_steering_measure_sees_the_shorter_answers(base, monkeypatch):
+    from amopo.serving import smoke
     from amopo.serving.smoke import steering_lengths
 
+    sent = []
+    real_chat = smoke._chat
+    monkeypatch.setattr(smoke, "_chat", lambda url, body, **kw: (sent.append(body), real_chat(url, body, **kw))[1])
     got = steering_lengths(base, "steer", prompts=PROMPTS[:4], max_tokens=MAX_TOKENS)
+    # the form every engine takes: chat_template_kwargs, not the top-level field only amopo serve knows
+    assert [b["chat_template_kwargs"] for b in sent[:1]] == [{"dimension_targets": {"verbosity": 0}}]
+    assert all("dimension_targets" not in b for b in sent)
     low, high = got["mean_completion_tokens"][0], got["mean_completion_tokens"][4]
     assert got["dimension"] == "verbosity" and low < high / 2, got
     skipped = steering_lengths(base, "steer", dimension="tone", prompts=PROMPTS[:1], max_tokens=4)

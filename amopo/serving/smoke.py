@@ -67,13 +67,16 @@ def steering_lengths(url: str, model_name: str, *, dimension: str = "verbosity",
                      timeout_s: float = 120.0) -> dict:
     """Mean completion tokens of greedy answers to ``prompts`` with ``dimension_targets`` set to each
     of ``levels`` (the endpoint's steering, measured); ``{"skipped": reason}`` when the served model
-    does not steer ``dimension`` (its 400 says so)."""
+    does not steer ``dimension`` (its 400 says so). The targets go in ``chat_template_kwargs``, the
+    form every engine takes: `amopo serve` applies them itself, and vLLM, SGLang and KServe's Hugging
+    Face runtime pass them to the model's chat template, which `amopo train` compiles to steer
+    (:mod:`amopo.chat_template`)."""
     means = {}
     for level in levels:
         tokens = []
         for prompt in prompts:
             body = {"model": model_name, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                    "temperature": 0.0, "dimension_targets": {dimension: level}}
+                    "temperature": 0.0, "chat_template_kwargs": {"dimension_targets": {dimension: level}}}
             try:
                 answer, _ = _chat(url, body, api_key_env=api_key_env, timeout_s=timeout_s, attempts=3)
             except SmokeTestError as exc:

@@ -28,7 +28,8 @@ from typing import Any, Callable
 import torch
 
 from amopo import config as config_lib
-from amopo.data.prompts import CONDITIONING_FILE, conditioning_spec
+from amopo.chat_template import write_chat_template
+from amopo.data.prompts import CONDITIONING_FILE, conditioning_spec, has_chat_template
 from amopo.errors import ConfigError
 from amopo.models import load_model, load_tokenizer
 from amopo.tracking import Run
@@ -381,7 +382,9 @@ def run_steps(s: Session) -> None:
 
 def _write_model(s: Session) -> Path:
     """OUTPUT/model: a whole Hugging Face folder (gathered from the shards under FSDP), written atomically,
-    with the conditioning spec (``amopo_conditioning.json``) of a model trained on conditioned prompts."""
+    with the conditioning spec (``amopo_conditioning.json``) of a model trained on conditioned prompts
+    and, when its tokenizer has a chat template, the steering chat template compiled from it
+    (``chat_template.jinja``, :mod:`amopo.chat_template`)."""
     cfg, accelerator = s.cfg, s.accelerator
     final = s.out / "model"
     unwrapped = accelerator.unwrap_model(s.model)
@@ -396,6 +399,8 @@ def _write_model(s: Session) -> Path:
         s.tokenizer.save_pretrained(str(tmp))
         if cfg.conditioned:
             (tmp / CONDITIONING_FILE).write_text(json.dumps(_conditioning(cfg), indent=2) + "\n")
+            if has_chat_template(s.tokenizer):   # steering by chat_template_kwargs on any engine
+                write_chat_template(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     accelerator.wait_for_everyone()
