@@ -37,7 +37,9 @@ FOLDS = ("\n  {%- if messages[0]['role'] == 'system' -%}{%- set sys = messages[0
          "{%- for m in msgs -%}{%- if loop.first and m['role'] == 'user' -%}{{ '<|im_start|>user\n' + sys + m['content'] }}"
          "{%- else -%}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}{%- endif -%}{{ '<|im_end|>\n' }}"
          "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}")
-BASES = {"chatml": CHATML, "no-system": NO_SYSTEM, "folds-system": FOLDS}
+# Leading text and leading indentation before a tag: trim_blocks / lstrip_blocks treat them as at the start.
+BASES = {"chatml": CHATML, "no-system": NO_SYSTEM, "folds-system": FOLDS, "leading-newline": "\nhello " + CHATML,
+         "indented-tag": "  " + CHATML}
 
 CUSTOM = Dimension("tone_shift", -1.5, 2.5, "how far the tone moves, a scale of its own")
 DIM_SETS = {"verbosity": [KNOWN["verbosity"]],
