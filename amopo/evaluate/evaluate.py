@@ -21,7 +21,8 @@ Parts (each optional):
 Outputs in ``--output``: ``metrics.json`` (flat), ``report.json`` (settings, decoding, judge,
 lm-eval details), ``samples.jsonl``/``samples.csv`` (instruction, both answers, verdicts,
 lengths, scores), ``steer_samples.jsonl``/``.csv`` (every steered answer, its request and rating),
-``outputs/{model,baseline}.jsonl`` (AlpacaEval format), the figures, and ``eval_config.yaml``. The
+``outputs/{model,baseline}.jsonl`` (AlpacaEval format), the figures (``steerability.png``; with verbosity
+steered, ``steer_length.png``: length and rating against the requested level), and ``eval_config.yaml``. The
 folder is written whole or not at all; everything is logged to MLflow (see ``amopo.evaluate.report``).
 
 Default budget, sized for the main job (SmolLM2-135M on 2 CPU cores): 16 of the 100 shipped
