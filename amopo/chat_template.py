@@ -1,10 +1,13 @@
 """Steering in the chat template: a trained model folder whose template takes ``dimension_targets``.
 
-Any engine that renders the model's own chat template and passes template variables through (vLLM's
-and SGLang's OpenAI servers take ``chat_template_kwargs`` in the chat request body; KServe's Hugging
-Face runtime serves through vLLM; transformers' ``tokenizer.apply_chat_template(messages,
-dimension_targets=...)`` passes extra keyword arguments to the template) then steers the model with
-no amopo code in the server::
+Any engine that renders the model's own chat template and passes template variables through then
+steers the model with no amopo code in the server: vLLM's OpenAI server takes ``chat_template_kwargs``
+in the chat request body ("Additional kwargs to pass to the template renderer. Will be accessible by
+the chat template.", ``ChatCompletionRequest`` in ``vllm/entrypoints/openai/protocol.py``), SGLang's
+too (``ChatCompletionRequest.chat_template_kwargs``, ``python/sglang/srt/entrypoints/openai/protocol.py``),
+KServe's Hugging Face runtime serves its OpenAI routes through vLLM, and transformers'
+``tokenizer.apply_chat_template(messages, dimension_targets=...)`` passes extra keyword arguments to
+the template (``tests/test_chat_template.py`` renders through it)::
 
     {"messages": [...], "chat_template_kwargs": {"dimension_targets": {"verbosity": 1}}}
 
