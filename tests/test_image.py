@@ -137,7 +137,7 @@ def test_mlflow_server_command_answers_its_health_route(mlflow_server):
 def fsdp_trained(runner, workspace, mlflow_server, tmp_path_factory):
     """A TrainJob's command as the train step renders it (FSDP, one CPU node × 2 processes), run in the
     image with the variables Kubeflow Trainer's torch runtime injects, logging to the MLflow server."""
-    from amopo.cluster.launch_training import STEP_WORKSPACE, stage_inputs, staged_config_file, step_trainjob
+    from amopo.cluster.launch_training import STEP_WORKSPACE, staged_config_file, step_trainjob
 
     ok(runner.run(["amopo", "prepare", "--input", "/workspace/train.jsonl", "--eval-input", "/workspace/eval.jsonl",
                    "--model", "/workspace/tiny", "--max-length", "128", "--output", "/workspace/prepared"]),
@@ -162,7 +162,6 @@ def fsdp_trained(runner, workspace, mlflow_server, tmp_path_factory):
         f"staged = stage_inputs(c.to_dict(cfg), Path({str(config_file.parent)!r}))\n"
         f"Path({str(config_file)!r}).write_text(c.dump_yaml(c.from_dict(TrainConfig, staged, 'train')))\n")
     ok(runner.run(["python3", "-c", stage]), "staging the TrainJob's inputs")
-    assert callable(stage_inputs)
     manifest = step_trainjob(job, config_file, workspace=STEP_WORKSPACE, image=runner.image, namespace="amopo",
                              workspace_pvc="amopo-workspace", num_nodes=1, gpus_per_node=0, procs_per_node=2,
                              accelerate_config="fsdp")

@@ -5,8 +5,9 @@
                                 [--no-host-pip-config] [--record build/image.json]
 
 - Engine: the first of docker, podman, buildah that works here (docker and podman need their
-  service; buildah runs daemonless, with chroot isolation and the host network; its storage driver
-  is its own default unless STORAGE_DRIVER names another).
+  service; buildah runs daemonless, with chroot isolation and the host network). buildah and
+  podman keep their own storage driver (overlay on Debian, or STORAGE_DRIVER); ``vfs`` works where
+  overlay mounts are not allowed, at the cost of a full copy of the filesystem per layer.
 - Base: ``--base-image`` (default python:3.11-slim). Where that image is neither present nor
   pullable, and Debian's mmdebstrap is installed, an equivalent base is bootstrapped once
   (Debian bookworm, whose python3 is 3.11, with venv, pip and CA certificates) and tagged
@@ -71,20 +72,13 @@ def torch_version(root: Path = ROOT) -> str:
     raise ImageBuildError("pyproject.toml pins no torch==VERSION")
 
 
-def engine_command(engine: str) -> list[str]:
-    """The engine's argv prefix. buildah and podman take their storage driver from their own
-    configuration (overlay on Debian) or from STORAGE_DRIVER; ``vfs`` works where overlay mounts are
-    not allowed, at the cost of a full copy of the filesystem per layer (tens of GB for this image)."""
-    return [engine]
-
-
 def engine_works(engine: str) -> bool:
     """docker and podman: their service answers; buildah: the binary runs."""
     if shutil.which(engine) is None:
         return False
     probe = ["--version"] if engine == "buildah" else ["info"]
     try:
-        return subprocess.run([*engine_command(engine), *probe], capture_output=True, timeout=60).returncode == 0
+        return subprocess.run([engine, *probe], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -106,12 +100,12 @@ def pick_engine(requested: str = "auto") -> str:
 
 def image_present(engine: str, image: str) -> bool:
     cmd = (["image", "inspect", image] if engine != "buildah" else ["inspect", "--type", "image", image])
-    return subprocess.run([*engine_command(engine), *cmd], capture_output=True).returncode == 0
+    return subprocess.run([engine, *cmd], capture_output=True).returncode == 0
 
 
 def pull(engine: str, image: str, timeout_s: float = 120.0) -> bool:
     try:
-        return subprocess.run([*engine_command(engine), "pull", image], capture_output=True,
+        return subprocess.run([engine, "pull", image], capture_output=True,
                               timeout=timeout_s).returncode == 0
     except subprocess.TimeoutExpired:
         return False
@@ -132,7 +126,7 @@ def bootstrap_base(engine: str, tag: str = BOOTSTRAP_BASE) -> str:
                                "bookworm", str(rootfs)], capture_output=True, text=True)
         if step.returncode != 0:
             raise ImageBuildError(f"mmdebstrap failed: {step.stderr.strip()[-800:]}")
-        eng = engine_command(engine)
+        eng = [engine]
         if engine == "buildah":
             ctr = _check([*eng, "from", "scratch"]).strip()
             try:
@@ -192,7 +186,7 @@ def make_plan(engine: str, *, tag: str, base_image: str, torch: str, host_pip: d
 
 
 def build_command(plan: BuildPlan) -> list[str]:
-    cmd = [*engine_command(plan.engine)]
+    cmd = [plan.engine]
     if plan.engine == "buildah":
         cmd += ["bud", "--isolation", "chroot", "--network", "host", "--layers"]
     else:
@@ -209,14 +203,11 @@ def build_command(plan: BuildPlan) -> list[str]:
 
 def inspect_image(engine: str, tag: str) -> dict:
     """{"id", "digest", "size_bytes"} of a built image."""
-    eng = engine_command(engine)
+    eng = [engine]
     if engine == "buildah":
         info = json.loads(_check([*eng, "inspect", "--type", "image", tag]))
         manifest = json.loads(info.get("Manifest") or "{}")
         size = sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
-        listing = _check([*eng, "images", "--json", tag])
-        rows = json.loads(listing) if listing.strip() else []
-        size = int(rows[0].get("size", size)) if rows and isinstance(rows[0].get("size"), int) else size
         return {"id": "sha256:" + info["FromImageID"], "digest": info.get("FromImageDigest", ""),
                 "size_bytes": size}
     info = json.loads(_check([*eng, "image", "inspect", tag]))[0]

@@ -17,7 +17,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-from amopo.image.build import engine_command
 
 # Top-level folders left writable: kernel and device file systems, the mounts below, and /etc (see above).
 NOT_READ_ONLY = {"dev", "proc", "sys", "tmp", "workspace", "etc", "run"}
@@ -37,7 +36,7 @@ class ImageRunner:
     """A working container of ``image`` whose commands see ``workspace`` at /workspace."""
 
     def __init__(self, image: str, workspace: Path):
-        self.engine = engine_command("buildah")
+        self.engine = ["buildah"]
         self.image = image
         self.workspace = workspace
         self.container = self._check("from", "--pull=never", image).strip().splitlines()[-1]
