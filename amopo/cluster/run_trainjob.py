@@ -26,6 +26,43 @@ def trainjob_outcome(obj: dict) -> tuple[str, dict] | None:
     return None
 
 
+# status.trainerStatus metrics shown in the progress line, under these labels, when the job reports them.
+PROGRESS_METRICS = (("loss", "loss"), ("accuracy", "acc"), ("lr", "lr"), ("tokens_per_s", "tok/s"))
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def trainer_status_line(obj: dict) -> str | None:
+    """``train: 42% · ~3m12s left · loss 0.61 · acc 0.73 · lr 1e-05 · tok/s 1234`` from a TrainJob's
+    ``status.trainerStatus`` (what the training pods post under the Trainer's ``TrainJobStatus`` feature gate,
+    :mod:`amopo.train.trainer_status`), or None when it has none. Without the known metrics, the first four."""
+    status = ((obj or {}).get("status") or {}).get("trainerStatus")
+    if not status:
+        return None
+    parts = []
+    if status.get("progressPercentage") is not None:
+        parts.append(f"{status['progressPercentage']}%")
+    if status.get("estimatedRemainingSeconds") is not None:
+        parts.append(f"~{_duration(status['estimatedRemainingSeconds'])} left")
+    metrics = {m.get("name"): m.get("value") for m in status.get("metrics") or [] if m.get("name")}
+    shown = [(label, metrics[name]) for name, label in PROGRESS_METRICS if name in metrics] or list(metrics.items())[:4]
+    parts += [f"{label} {_short(value)}" for label, value in shown]
+    return "train: " + " · ".join(parts) if parts else None
+
+
+def _short(value) -> str:
+    """A metric's value with 4 significant digits when it is a number, else as it is."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.0f}" if abs(number) >= 1000 else f"{number:.4g}"
+
+
 class PodLogFollower:
     """Prints new log lines of the trainer pods of one TrainJob at each ``poll()``.
 
@@ -69,7 +106,9 @@ def run_trainjob(manifest: dict, *, api_client=None, timeout_s: float = 24 * 360
     Every ``poll_s`` seconds the TrainJob is read and (``follow_logs``) new log lines of its trainer
     pods (selected by the JobSet labels ``jobset.sigs.k8s.io/jobset-name=<name>`` and
     ``replicatedjob-name=node``) are passed to ``log``. Ends when a status condition of type
-    ``Complete`` or ``Failed`` is True (the Trainer's terminal conditions).
+    ``Complete`` or ``Failed`` is True (the Trainer's terminal conditions). When the TrainJob carries
+    ``status.trainerStatus`` (the Trainer's ``TrainJobStatus`` feature gate; the training posts it), its
+    progress line (:func:`trainer_status_line`) is logged whenever it changes.
 
     Returns ``{"name", "namespace", "condition": "Complete", "reason", "message", "duration_s"}``.
     Raises ClusterError: when creating fails (e.g. it already exists); on ``Failed``, with the
@@ -106,7 +145,7 @@ def run_trainjob(manifest: dict, *, api_client=None, timeout_s: float = 24 * 360
     with sigterm_raises():
         try:
             log(f"{where}: created; waiting for it to complete")
-            suspended_logged = False
+            suspended_logged, progress = False, None
             while True:
                 try:
                     obj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -117,6 +156,10 @@ def run_trainjob(manifest: dict, *, api_client=None, timeout_s: float = 24 * 360
                     obj = None  # a transient API error: try again at the next poll
                 if follower is not None:
                     follower.poll()
+                line = trainer_status_line(obj) if obj else None
+                if line is not None and line != progress:
+                    log(f"{where}: {line}")
+                    progress = line
                 outcome = trainjob_outcome(obj) if obj else None
                 elapsed = time.monotonic() - start
                 if outcome is not None:
