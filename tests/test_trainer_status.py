@@ -110,7 +110,7 @@ def _server_cert(folder: Path, ca_key, ca_cert) -> tuple[Path, Path]:
 class StatusEndpoint:
     """The Trainer's status endpoint over HTTPS on 127.0.0.1: 200 for a POST to STATUS_PATH with a
     known bearer token and a body of BODY_SCHEMA, else 403/404/422. Every request is kept in
-    ``requests`` as dict(at, path, token, body, code)."""
+    ``requests`` as dict(at, path, token, body, code), before the answer, which waits ``delay_s``."""
 
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
@@ -118,6 +118,7 @@ class StatusEndpoint:
         cert, key = _server_cert(folder, ca_key, ca_cert)
         self.tokens: set[str] = set()
         self.requests: list[dict] = []
+        self.delay_s, self.closing = 0.0, threading.Event()
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -136,6 +137,7 @@ class StatusEndpoint:
                         else 200 if valid else 422)
                 endpoint.requests.append(dict(at=time.monotonic(), path=self.path, token=token, body=payload,
                                               code=code))
+                endpoint.closing.wait(endpoint.delay_s)
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -145,6 +147,7 @@ class StatusEndpoint:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *args: None   # a client that gave up (timed out) is no error here
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
@@ -155,6 +158,7 @@ class StatusEndpoint:
         return [r for r in self.requests if r["code"] == 200]
 
     def close(self):
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -364,24 +368,30 @@ class Silent:
         self.sock.close()
 
 
-@pytest.mark.parametrize("dead", ["nothing-listening", "never-answers"])
-def test_a_dead_endpoint_neither_fails_nor_slows_training(dead, tmp_path, monkeypatch, caplog, timed, slow_steps,
-                                                          prepared, tiny_model_dir, mlflow_uri):
+@pytest.mark.parametrize("dead", ["nothing-listening", "never-answers", "answers-after-30-s"])
+def test_a_dead_endpoint_neither_fails_nor_slows_training(dead, request, tmp_path, monkeypatch, caplog, timed,
+                                                          slow_steps, prepared, tiny_model_dir, mlflow_uri):
     """Training completes; the reporter's calls on the training thread take < 0.5 s in all; the failure is
     logged once however often it is retried (nothing listening: back-off from a lowered 0.2 s interval;
-    never answers: each try waits out the 5 s timeout, off the training thread)."""
+    never answers (no TLS handshake) or answers a request after 30 s: each try waits out the 5 s timeout,
+    off the training thread)."""
     monkeypatch.setattr(ts, "MIN_INTERVAL_S", 0.2)
     silent = Silent() if dead == "never-answers" else None
-    url = silent.url if silent else _refused_url()
-    ca = tmp_path / "ca.crt"
-    _ca(tmp_path, "ca")[2].rename(ca)
+    if dead == "answers-after-30-s":
+        slow = request.getfixturevalue("endpoint")
+        slow.tokens, slow.delay_s = {"t"}, 30.0
+        url, ca = slow.url, slow.ca_path
+    else:
+        url = silent.url if silent else _refused_url()
+        ca = tmp_path / "ca.crt"
+        _ca(tmp_path, "ca")[2].rename(ca)
     _trainer_env(monkeypatch, url, ca, _token_file(tmp_path, "t"))
     try:
         with caplog.at_level(logging.DEBUG, logger=ts.__name__):
             summary = loop_lib.train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri,
                                                   max_steps=8))
             (reporter,) = timed.reporters
-            if silent is None:
+            if dead == "nothing-listening":
                 _wait(lambda: reporter.failures >= 3)
             else:
                 _wait(lambda: reporter.failures >= 1, timeout_s=ts.TIMEOUT_S + 5)

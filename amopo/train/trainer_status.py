@@ -195,7 +195,7 @@ class TrainerStatusReporter:
             if done:
                 eta = (snap.at - self.started) / done * left
                 if math.isfinite(eta):
-                    status["estimatedRemainingSeconds"] = int(round(eta))
+                    status["estimatedRemainingSeconds"] = min(int(round(eta)), 2**31 - 1)   # an int32
         status["metrics"] = metric_list({**snap.metrics, "step": snap.step, "total_steps": snap.total_steps})
         status["lastUpdatedTime"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {"trainerStatus": status}
