@@ -257,7 +257,7 @@ def test_without_the_trainers_variables_there_is_no_reporter(monkeypatch):
 
 
 def test_posts_at_most_every_5_s_with_a_fresh_token_then_100_at_once(endpoint, tmp_path):
-    """The default interval, timed for real: reports every 20 ms over 5.6 s give two posts 5 s apart;
+    """The default interval, timed for real: reports every 20 ms give two posts 5 s apart;
     the token file is re-read for each post (the kubelet rotates it); the final post does not wait."""
     endpoint.tokens = {"token-1", "token-2"}
     token = _token_file(tmp_path, "token-1")
@@ -265,7 +265,7 @@ def test_posts_at_most_every_5_s_with_a_fresh_token_then_100_at_once(endpoint, t
                                                ts.ENV_TOKEN: str(token)})
     try:
         t0, step = time.monotonic(), 0
-        while time.monotonic() - t0 < 5.6:
+        while len(endpoint.requests) < 2 and time.monotonic() - t0 < 9:
             step += 1
             reporter.report(step, 1000, {"loss": 0.7 - step / 10000, "accuracy/plain": 0.5, "lr": 1e-5,
                                          "tokens_per_s": 1234.5})
