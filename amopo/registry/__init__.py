@@ -6,7 +6,8 @@
               :mod:`amopo.registry.promote`)
     resolve   ``models:/NAME@ALIAS`` to the artifact URI of the HF folder (:mod:`amopo.registry.resolve`)
 
-Works on the embedded sqlite store and on an ``mlflow server`` over HTTP.
+Works on the embedded sqlite store and on an ``mlflow server`` over HTTP. With ``registry: kubeflow``
+the same steps use the Kubeflow Model Registry instead (:mod:`amopo.registry.kubeflow`).
 """
 
 from __future__ import annotations

@@ -35,9 +35,17 @@ class PromoteConfig:
                                                 "else the embedded sqlite store under runs/mlflow)")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
     connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
+    registry: str = field("mlflow", help="the registry holding the versions: mlflow or kubeflow (Kubeflow Model "
+                                         "Registry: --version is the version's id, aliases are its property "
+                                         "amopo.alias; amopo.registry.kubeflow)")
+    model_registry_url: str = field("", help="Kubeflow Model Registry REST address (registry kubeflow; its token: "
+                                             "$AMOPO_MODEL_REGISTRY_TOKEN, else the pod's service account's)")
 
     def validate(self) -> None:
+        from amopo.registry.kubeflow import check_registry
+
         check_name(self.name)
+        check_registry(self.registry, self.model_registry_url)
         if self.version < 0:
             raise ConfigError("version must be 0 (use the candidate alias) or a version number")
         if self.gate_min_improvement < 0:
@@ -51,6 +59,10 @@ def promote(cfg: PromoteConfig) -> dict:
 
     Returns the decision, its reasons and the champion version after the call.
     """
+    if cfg.registry == "kubeflow":
+        from amopo.registry import kubeflow
+
+        return kubeflow.promote(cfg)
     client, uri = store.connect(cfg.tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
     with store.registry_errors(f"promoting '{cfg.name}'", uri):
         return _promote(client, uri, cfg)

@@ -46,9 +46,27 @@ class RegisterConfig:
                                                     "amopo.comparison.label and .role (best or candidate)")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
     connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
+    registry: str = field("mlflow", help="where the version goes: mlflow (MLflow Model Registry, the files logged "
+                                         "to its artifact store) or kubeflow (Kubeflow Model Registry: metadata, "
+                                         "the files stay at storage_uri; amopo.registry.kubeflow)")
+    model_registry_url: str = field("", help="Kubeflow Model Registry REST address, e.g. http://model-registry-"
+                                             "service.kubeflow.svc.cluster.local:8080 (registry kubeflow; its "
+                                             "token: $AMOPO_MODEL_REGISTRY_TOKEN, else the pod's service account's)")
+    model_registry_author: str = field("amopo", help="author and owner recorded in the Kubeflow Model Registry")
+    model_version: str = field("", help="version name in the Kubeflow Model Registry (default: the pipeline run "
+                                        "id, else the next number)")
+    storage_uri: str = field("", help="registry kubeflow: URI of the model folder the InferenceService reads "
+                                      "(default: TRAIN_DIR/model as a file:// URI)")
+    pipeline_run_id: str = field("", help="registry kubeflow: the Kubeflow Pipelines run that made the model, "
+                                          "recorded as the version's source")
+    pipeline_namespace: str = field("", help="registry kubeflow: the namespace of that pipeline run (the "
+                                             "source's group)")
 
     def validate(self) -> None:
+        from amopo.registry.kubeflow import check_registry
+
         check_name(self.name)
+        check_registry(self.registry, self.model_registry_url)
         if self.alias and not self.alias.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"alias {self.alias!r}: use letters, digits, '-' and '_'")
         if self.comparison_label and not self.comparison:
@@ -170,6 +188,11 @@ def register(cfg: RegisterConfig) -> dict:
     if cfg.eval_metrics:
         metrics.update(read_eval_metrics(cfg.eval_metrics))
     fingerprint = digest(trained.model_dir, metrics)
+    if cfg.registry == "kubeflow":
+        from amopo.registry import kubeflow
+
+        return kubeflow.register(cfg, trained, metrics, fingerprint, _lineage_tags(cfg, trained, fingerprint),
+                                 comparison_tags(Path(cfg.comparison), cfg.comparison_label) if cfg.comparison else {})
 
     client, uri = store.connect(cfg.tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
     with store.registry_errors(f"looking up '{cfg.name}'", uri):

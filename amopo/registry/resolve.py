@@ -43,8 +43,15 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, int | None]:
 
 
 def resolve(uri: str, tracking_uri: str | None = None, *, attempts: int = 5,
-            first_delay_s: float = 1.0) -> RegisteredModel:
-    """The version behind ``uri`` and the artifact URI of its Hugging Face folder."""
+            first_delay_s: float = 1.0, registry: str = "mlflow", model_registry_url: str = "") -> RegisteredModel:
+    """The version behind ``uri`` and the artifact URI of its Hugging Face folder. With ``registry``
+    kubeflow: the version in the Kubeflow Model Registry at ``model_registry_url`` (``models:/NAME/VERSION``
+    names the version by its name) and its model artifact's URI; ``tracking_uri`` holds that address."""
+    if registry == "kubeflow":
+        from amopo.registry import kubeflow
+
+        found = kubeflow.resolve(uri, model_registry_url, attempts=attempts, first_delay_s=first_delay_s)
+        return RegisteredModel(found.name, found.version, found.hf_artifact_uri, model_registry_url)
     name, alias, version = parse_models_uri(uri)
     client, resolved = store.connect(tracking_uri, attempts=attempts, first_delay_s=first_delay_s)
     with store.registry_errors(f"resolving {uri}", resolved):

@@ -1,0 +1,248 @@
+"""`registry: kubeflow`: register, promote and resolve on the Kubeflow Model Registry, through the real
+``model-registry`` client against a fake of its REST API.
+
+The fake (tests/helpers/model_registry_api.py) stands in for the server because the server cannot
+run here: it is a Go service with a database, with no Python or Debian package. So that the fake
+cannot drift from the real API unnoticed, every request and response it sees is checked against the
+client's generated pydantic models and, where a snapshot of kubeflow/model-registry is at hand
+(``$AMOPO_MODEL_REGISTRY_OPENAPI`` or a fetched mirror), against the OpenAPI spec's schemas; each
+test fails on any mismatch. The project keeps no copy of the spec.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from amopo.errors import ConfigError
+from amopo.registry import RegistryError
+from helpers.model_registry_api import PREFIX, FakeModelRegistry, SpecChecker, load_spec
+from helpers.registry import make_training_output, write_eval_metrics
+
+TOKEN = "test-token"
+NAME = "amopo"
+STORAGE = "s3://mlpipeline/v2/artifacts/amopo/run-abc/train/model/model"
+EVAL = dict(pref_accuracy__plain=0.7, pref_accuracy__mean_dimensions=0.7, winrate__lc=0.55)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    found, _ = load_spec()
+    return found
+
+
+@pytest.fixture
+def fake(spec, monkeypatch):
+    monkeypatch.setenv("AMOPO_MODEL_REGISTRY_TOKEN", TOKEN)
+    with FakeModelRegistry(spec, token=TOKEN) as server:
+        yield server
+    assert server.violations == []
+    assert set(server.authorizations) == {f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def outputs(tmp_path, tiny_model_dir):
+    """make(label, accuracy) → (train_dir, eval metrics) of the tiny model with that plain accuracy."""
+    def make(label: str, accuracy: float = 0.7):
+        train = make_training_output(tmp_path / label / "train", tiny_model_dir)
+        evals = write_eval_metrics(tmp_path / label / "eval" / "metrics.json", **{**EVAL, "pref_accuracy__plain": accuracy})
+        return train, evals
+    return make
+
+
+def _register(fake, train, evals, **kw) -> dict:
+    from amopo.registry.register import RegisterConfig, register
+
+    cfg = RegisterConfig(train_dir=str(train), eval_metrics=str(evals), name=NAME, registry="kubeflow",
+                         model_registry_url=fake.url, connect_attempts=1, **kw)
+    cfg.validate()
+    return register(cfg)
+
+
+def _promote(fake, **kw) -> dict:
+    from amopo.registry.promote import PromoteConfig, promote
+
+    cfg = PromoteConfig(name=NAME, registry="kubeflow", model_registry_url=fake.url, connect_attempts=1, **kw)
+    cfg.validate()
+    return promote(cfg)
+
+
+def _digest(train, evals) -> str:
+    from amopo.registry.inputs import digest, read_eval_metrics, read_training_output
+
+    trained = read_training_output(train)
+    return digest(trained.model_dir, {**trained.metrics, **read_eval_metrics(evals)})
+
+
+def _client(fake):
+    from amopo.registry.kubeflow import connect
+
+    return connect(fake.url, attempts=1)
+
+
+def test_register_records_the_uri_the_pipeline_run_as_source_and_the_metrics(fake, outputs):
+    train, evals = outputs("a")
+    summary = _register(fake, train, evals, pipeline_run_id="run-abc", pipeline_namespace="team-a",
+                        storage_uri=STORAGE)
+    assert summary["version_name"] == "run-abc" and not summary["reused"]
+    assert summary["model_uri"] == f"models:/{NAME}/run-abc" and summary["hf_artifact_uri"] == STORAGE
+
+    client = _client(fake)
+    mv = client.get_model_version(NAME, "run-abc")
+    assert int(mv.id) == summary["version"]
+    props = mv.custom_properties
+    assert props["metric.pref_accuracy/plain"] == 0.7
+    assert props["metric.winrate/lc"] == 0.55
+    assert props["metric.heldout_final/accuracy/overall"] == 0.75      # the training summary, flattened
+    assert props["amopo.alias"] == "challenger"
+    assert props["amopo.training_run_id"] == "train-run-1" and props["amopo.objective"] == "amopo"
+    assert props["amopo.digest"] == _digest(train, evals)
+    # on the wire: metrics are doubles, lineage strings
+    raw = fake.version(NAME, "run-abc")["customProperties"]
+    assert raw["metric.pref_accuracy/plain"] == {"metadataType": "MetadataDoubleValue", "double_value": 0.7}
+    assert raw["amopo.alias"] == {"metadataType": "MetadataStringValue", "string_value": "challenger"}
+
+    artifact = client.get_model_artifact(NAME, "run-abc")
+    assert artifact.uri == STORAGE
+    assert (artifact.model_source_kind, artifact.model_source_class) == ("pipelines", "pipelinerun")
+    assert (artifact.model_source_group, artifact.model_source_id) == ("team-a", "run-abc")
+    assert artifact.model_format_name == "huggingface" and artifact.model_format_version
+
+
+def test_a_rerun_reuses_the_version_with_the_same_digest_and_refuses_another(fake, outputs):
+    train, evals = outputs("a")
+    first = _register(fake, train, evals, pipeline_run_id="run-abc", pipeline_namespace="team-a", storage_uri=STORAGE)
+    again = _register(fake, train, evals, pipeline_run_id="run-abc", pipeline_namespace="team-a", storage_uri=STORAGE)
+    assert again["reused"] and again["version"] == first["version"] and again["hf_artifact_uri"] == STORAGE
+    assert len(fake.model_versions) == 1 and len(fake.artifacts) == 1
+
+    held = fake.version(NAME, "run-abc")["customProperties"]["amopo.digest"]["string_value"]
+    other_train, other_evals = outputs("b", accuracy=0.9)
+    with pytest.raises(RegistryError, match="already registered with digest") as err:
+        _register(fake, other_train, other_evals, pipeline_run_id="run-abc", storage_uri=STORAGE)
+    assert re.findall(r"[0-9a-f]{64}", str(err.value)) == [held, _digest(other_train, other_evals)]
+    assert len(fake.model_versions) == 1
+
+
+def test_without_a_run_id_versions_are_numbered_and_matched_by_digest(fake, outputs):
+    one = _register(fake, *outputs("a", 0.7))
+    two = _register(fake, *outputs("b", 0.8))
+    assert (one["version_name"], two["version_name"]) == ("1", "2")
+    assert one["hf_artifact_uri"].startswith("file://") and one["hf_artifact_uri"].endswith("/a/train/model")
+    # the challenger alias moved to version 2
+    props = {v: fake.version(NAME, v)["customProperties"]["amopo.alias"]["string_value"] for v in ("1", "2")}
+    assert props == {"1": "none", "2": "challenger"}
+    again = _register(fake, *outputs("a", 0.7))
+    assert again["reused"] and again["version_name"] == "1"
+    assert len(fake.model_versions) == 2
+
+
+def test_the_gate_reads_metrics_from_the_metadata_and_promote_moves_champion(fake, outputs):
+    from amopo.registry.kubeflow import aliases_of, find_by_alias
+
+    first = _register(fake, *outputs("a", 0.7), pipeline_run_id="run-1")
+    decided = _promote(fake, version=first["version"])
+    assert decided["promoted"] and decided["champion_version"] == first["version"]
+
+    second = _register(fake, *outputs("b", 0.8), pipeline_run_id="run-2")
+    decided = _promote(fake)                                     # the candidate: the challenger
+    assert decided["promoted"] and decided["version"] == second["version"]
+    assert any("0.8 vs champion 0.7" in r for r in decided["reasons"])
+    client = _client(fake)
+    assert find_by_alias(client, NAME, "champion").name == "run-2"
+    assert "champion" not in aliases_of(client.get_model_version(NAME, "run-1"))
+    assert set(aliases_of(client.get_model_version(NAME, "run-2"))) == {"challenger", "champion"}
+
+    third = _register(fake, *outputs("c", 0.6), pipeline_run_id="run-3")
+    decided = _promote(fake, version=third["version"], gate_thresholds=["winrate/lc>=0.5"])
+    assert not decided["promoted"] and decided["champion_version"] == second["version"]
+    props = client.get_model_version(NAME, "run-3").custom_properties
+    assert props["amopo.gate.decision"] == "rejected" and "does not beat" in props["amopo.gate.reasons"]
+    assert props["amopo.gate.compared_with"] == "run-2"
+    assert find_by_alias(client, NAME, "champion").name == "run-2"
+
+
+def test_resolve_for_deploy_returns_the_artifact_uri(fake, outputs):
+    from amopo.registry.resolve import resolve
+
+    summary = _register(fake, *outputs("a"), pipeline_run_id="run-abc", storage_uri=STORAGE)
+    _promote(fake, version=summary["version"])
+    for uri in ("models:/amopo@champion", "models:/amopo@challenger", "models:/amopo/run-abc"):
+        found = resolve(uri, registry="kubeflow", model_registry_url=fake.url, attempts=1)
+        assert (found.name, found.version, found.hf_artifact_uri) == (NAME, summary["version"], STORAGE)
+    with pytest.raises(RegistryError, match="no version with alias 'staging'"):
+        resolve("models:/amopo@staging", registry="kubeflow", model_registry_url=fake.url, attempts=1)
+    with pytest.raises(RegistryError, match="no version 'run-x'"):
+        resolve("models:/amopo/run-x", registry="kubeflow", model_registry_url=fake.url, attempts=1)
+
+
+def test_registry_options_are_checked_and_offered_on_the_command_line():
+    from amopo.cli import build_parser
+    from amopo.registry.promote import PromoteConfig
+    from amopo.registry.register import RegisterConfig
+
+    with pytest.raises(ConfigError, match="expected one of mlflow, kubeflow"):
+        RegisterConfig(train_dir="x", registry="sagemaker").validate()
+    with pytest.raises(ConfigError, match="needs model_registry_url"):
+        PromoteConfig(registry="kubeflow").validate()
+    with pytest.raises(ConfigError, match="http://HOST:PORT"):
+        PromoteConfig(registry="kubeflow", model_registry_url="model-registry:8080").validate()
+    assert RegisterConfig().registry == PromoteConfig().registry == "mlflow"
+    parser = build_parser()
+    for command in ("register", "promote"):
+        args = parser.parse_args([command, "--registry", "kubeflow", "--model-registry-url", "http://mr:8080"])
+        assert (args.registry, args.model_registry_url) == ("kubeflow", "http://mr:8080")
+    assert not any("token" in name for name in RegisterConfig.__dataclass_fields__)
+
+
+def test_an_unreachable_registry_is_a_registry_error(outputs, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("AMOPO_MODEL_REGISTRY_TOKEN", TOKEN)
+
+    from amopo.registry.register import RegisterConfig, register
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    train, evals = outputs("a")
+    cfg = RegisterConfig(train_dir=str(train), eval_metrics=str(evals), registry="kubeflow",
+                         model_registry_url=f"http://127.0.0.1:{port}", connect_attempts=2, connect_backoff_s=0.01)
+    with pytest.raises(RegistryError, match="cannot reach the Kubeflow Model Registry"):
+        register(cfg)
+
+
+def test_the_checks_of_the_fake_find_what_the_spec_and_the_client_models_forbid(spec):
+    from helpers.model_registry_api import _check_with_client_models
+
+    bad_value = {"name": "v", "registeredModelId": "1",
+                 "customProperties": {"k": {"metadataType": "MetadataDoubleValue", "string_value": "x"}}}
+    assert _check_with_client_models("POST", PREFIX + "/model_versions", 201, bad_value,
+                                     {"id": "2", "name": "v", "registeredModelId": "1"})
+    if spec is None:
+        pytest.skip(load_spec()[1])
+    checker = SpecChecker(spec)
+    good = {"name": "v", "registeredModelId": "1",
+            "customProperties": {"k": {"metadataType": "MetadataDoubleValue", "double_value": 0.5}}}
+    assert checker.check_request("POST", PREFIX + "/model_versions", {}, good) == []
+    assert checker.check_request("POST", PREFIX + "/model_versions", {}, bad_value)
+    assert checker.check_request("POST", PREFIX + "/model_versions", {}, {"name": "v"})       # no registeredModelId
+    assert checker.check_request("GET", PREFIX + "/registered_models", {"pageSize": ["0"]}, None)
+    assert checker.check_request("GET", PREFIX + "/registered_models", {"bogus": ["1"]}, None)
+    assert checker.check_request("DELETE", PREFIX + "/model_versions/1", {}, None)
+    assert checker.check_response("GET", PREFIX + "/model_version", 404, {"code": "not_found"})   # no message
+    artifact = {"artifactType": "model-artifact", "uri": "s3://b/k", "name": "m", "modelSourceKind": "pipelines"}
+    assert checker.check_request("POST", PREFIX + "/model_versions/2/artifacts", {}, artifact) == []
+    assert checker.check_request("POST", PREFIX + "/model_versions/2/artifacts", {},
+                                 {**artifact, "artifactType": "no-such-type"})
+
+
+def test_every_call_was_checked_against_the_spec(spec, fake, outputs):
+    if spec is None:
+        pytest.skip(load_spec()[1])
+    summary = _register(fake, *outputs("a"), pipeline_run_id="run-abc", storage_uri=STORAGE)
+    _promote(fake, version=summary["version"])
+    assert fake.checker is not None and fake.requests
+    methods = {(m, p.rsplit("/", 1)[-1] if not p.rsplit("/", 1)[-1].isdigit() else "{id}") for m, p, _, _ in fake.requests}
+    assert ("PATCH", "{id}") in methods and ("POST", "model_versions") in methods and ("POST", "artifacts") in methods
