@@ -246,3 +246,15 @@ def test_every_call_was_checked_against_the_spec(spec, fake, outputs):
     assert fake.checker is not None and fake.requests
     methods = {(m, p.rsplit("/", 1)[-1] if not p.rsplit("/", 1)[-1].isdigit() else "{id}") for m, p, _, _ in fake.requests}
     assert ("PATCH", "{id}") in methods and ("POST", "model_versions") in methods and ("POST", "artifacts") in methods
+
+
+def test_the_storage_uri_of_a_pipeline_model_artifact(tmp_path):
+    from amopo.registry.kubeflow import local_path, storage_uri_for
+
+    assert storage_uri_for("minio://mlpipeline/v2/artifacts/amopo/run/train/model", "/minio/x") \
+        == "s3://mlpipeline/v2/artifacts/amopo/run/train/model/model"
+    assert storage_uri_for("s3://bucket/a/model/", "/s3/bucket/a/model") == "s3://bucket/a/model/model"
+    assert storage_uri_for("gs://b/a", "/gcs/b/a") == "gs://b/a/model"
+    local = storage_uri_for(str(tmp_path / "art"), str(tmp_path / "art"))
+    assert local == (tmp_path / "art" / "model").as_uri() and local_path(local) == str(tmp_path / "art" / "model")
+    assert local_path("s3://b/k") == "s3://b/k"

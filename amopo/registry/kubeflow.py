@@ -395,6 +395,18 @@ def resolve(uri: str, model_registry_url: str, *, attempts: int = 5, first_delay
     return ResolvedVersion(name, int(mv.id), mv.name, artifact.uri, model_registry_url)
 
 
+def storage_uri_for(artifact_uri: str, artifact_path: str, subfolder: str = "model") -> str:
+    """The URI of ``subfolder`` of a Kubeflow Pipelines artifact as an InferenceService reads it:
+    ``minio://BUCKET/KEY`` (KFP's MinIO store) as ``s3://BUCKET/KEY/model``, ``s3://`` and ``gs://``
+    as they are; a local artifact (KFP's local runner) as the ``file://`` URI of its folder."""
+    uri = (artifact_uri or "").rstrip("/")
+    if uri.startswith("minio://"):
+        uri = "s3://" + uri[len("minio://"):]
+    if "://" in uri and not uri.startswith("file://"):
+        return f"{uri}/{subfolder}"
+    return (Path(artifact_path) / subfolder).resolve().as_uri()
+
+
 def local_path(uri: str) -> str:
     """A ``file://`` URI as a local path; any other URI as it is."""
     if uri.startswith("file://"):
