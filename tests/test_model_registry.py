@@ -258,3 +258,22 @@ def test_the_storage_uri_of_a_pipeline_model_artifact(tmp_path):
     local = storage_uri_for(str(tmp_path / "art"), str(tmp_path / "art"))
     assert local == (tmp_path / "art" / "model").as_uri() and local_path(local) == str(tmp_path / "art" / "model")
     assert local_path("s3://b/k") == "s3://b/k"
+
+
+def test_a_registration_interrupted_before_its_artifact_is_completed_by_the_rerun(fake, outputs, monkeypatch):
+    from model_registry import ModelRegistry
+
+    train, evals = outputs("a")
+
+    async def broken(self, mv, name, uri, /, **kwargs):
+        raise OSError("connection reset")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ModelRegistry, "_register_model_artifact", broken)
+        with pytest.raises(RegistryError, match="connection reset"):
+            _register(fake, train, evals, pipeline_run_id="run-abc", pipeline_namespace="team-a", storage_uri=STORAGE)
+    assert len(fake.model_versions) == 1 and not fake.artifacts
+    again = _register(fake, train, evals, pipeline_run_id="run-abc", pipeline_namespace="team-a", storage_uri=STORAGE)
+    assert again["reused"] and again["hf_artifact_uri"] == STORAGE
+    (artifact,) = fake.artifacts_of(fake.version(NAME, "run-abc")["id"])
+    assert (artifact["uri"], artifact["modelSourceId"], artifact["modelSourceGroup"]) == (STORAGE, "run-abc", "team-a")
