@@ -231,6 +231,8 @@ def test_the_checks_of_the_fake_find_what_the_spec_and_the_client_models_forbid(
     assert checker.check_request("GET", PREFIX + "/registered_models", {"pageSize": ["0"]}, None)
     assert checker.check_request("GET", PREFIX + "/registered_models", {"bogus": ["1"]}, None)
     assert checker.check_request("DELETE", PREFIX + "/model_versions/1", {}, None)
+    assert checker.check_request("GET", PREFIX + "/model_versions/12", {}, None) == []
+    assert checker.check_request("GET", PREFIX + "/model_versions/0abc", {}, None)            # not an id
     assert checker.check_response("GET", PREFIX + "/model_version", 404, {"code": "not_found"})   # no message
     artifact = {"artifactType": "model-artifact", "uri": "s3://b/k", "name": "m", "modelSourceKind": "pipelines"}
     assert checker.check_request("POST", PREFIX + "/model_versions/2/artifacts", {}, artifact) == []

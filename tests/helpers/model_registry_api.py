@@ -100,7 +100,7 @@ class SpecChecker:
         self.prefix = re.match(r"^/api/model_registry/[^/]+", first).group(0)
         self._templates = []
         for template in self.spec["paths"]:
-            pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+            pattern = "^" + re.sub(r"\\\{([^/]+?)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
             self._templates.append((re.compile(pattern), template))
 
     def _get(self, ref: str) -> Any:
@@ -121,20 +121,28 @@ class SpecChecker:
                 for e in validator.iter_errors(instance)]
 
     def operation(self, method: str, path: str) -> tuple[str | None, dict | None]:
+        template, op, _ = self._match(method, path)
+        return template, op
+
+    def _match(self, method: str, path: str) -> tuple[str | None, dict | None, dict[str, str]]:
         if path.startswith(PREFIX + "/"):
             path = self.prefix + path[len(PREFIX):]
         for pattern, template in self._templates:
-            if pattern.match(path):
-                return template, self.spec["paths"][template].get(method.lower())
-        return None, None
+            if match := pattern.match(path):
+                return template, self.spec["paths"][template].get(method.lower()), match.groupdict()
+        return None, None, {}
 
     def check_request(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> list[str]:
-        template, op = self.operation(method, path)
+        template, op, in_path = self._match(method, path)
         if op is None:
             return [f"{method} {path}: no such operation in the spec"]
         problems = []
         params = [self._follow(p) for p in [*self.spec["paths"][template].get("parameters", []),
                                             *op.get("parameters", [])]]
+        for param in params:
+            if param.get("in") == "path" and param["name"] in in_path:
+                problems += [f"{method} {template} {{{param['name']}}}={in_path[param['name']]}: {e}"
+                             for e in self.errors(in_path[param["name"]], param.get("schema", {}))]
         by_name = {p["name"]: p for p in params if p.get("in") == "query"}
         for name, values in query.items():
             if name not in by_name:
