@@ -1,7 +1,7 @@
 """`amopo` command line: one subcommand per step.
 
-    amopo prepare --input FILE_OR_HUB_NAME --output DIR [--format ...] [--dimensions ...] [--model ...]
-    amopo train   --data DIR --model NAME_OR_PATH --output DIR [--loss ...] [--config FILE.yaml] ...
+    amopo prepare --data-source FILE_OR_HUB_NAME --output DIR [--data-format ...] [--dimensions ...] [--base-model ...]
+    amopo train   --data DIR --base-model NAME_OR_PATH --output DIR [--objective ...] [--config FILE.yaml] ...
     amopo compare --entry LABEL=TRAIN_DIR,EVAL_DIR --entry ... --output DIR [--metric ...] [--judge ...]
 
 Every option of a step is also settable in its YAML file (``--config``); flags override the file.

@@ -237,7 +237,7 @@ fi
 train_run() {  # train_run KERNEL: one `amopo train` run, then its s/step and tokens/s
   local kernel="$1" dir="$work/train-$1"
   rm -rf "$dir"
-  "$py" -m amopo train --data "$work/data" --model "$model" --output "$dir" --max-steps "$train_steps" \
+  "$py" -m amopo train --data "$work/data" --base-model "$model" --output "$dir" --max-steps "$train_steps" \
     --batch-size 4 --mixed-precision bf16 --attention "$kernel" --warmup-ratio 0 --no-eval-heldout \
     --no-progress --mlflow-tracking-uri "sqlite:///$work/mlflow/mlflow.db" --run-name "gpu-check-$kernel" || return
   cp "$dir/history.jsonl" "$out/train_$kernel.history.jsonl"
@@ -260,7 +260,7 @@ if [[ "$parts" == *" 3 "* ]]; then
   header "3 attention: bf16 training with sdpa / flash_attention_2 / flex_attention ($model)"
   mkdir -p "$work/mlflow"
   if part "3 prepare sample" "$t_prepare" "$out/prepare.log" \
-      "$py" -m amopo prepare --input sample --output "$work/data" --model "$model"; then
+      "$py" -m amopo prepare --data-source sample --output "$work/data" --base-model "$model"; then
     export -f train_run
     export py out work model train_steps
     part "3 train sdpa" "$t_train" "$out/train_sdpa.log" bash -c 'train_run "$0"' sdpa

@@ -9,7 +9,7 @@ Arms (each runs in its own child process, one after the other, so its peak memor
 
     amopo          our AMoPO step, fast path (TrainConfig defaults: packing, chunked log-probs, lean activations)
     amopo-plain    our AMoPO step on the plain path (packing=False, chunked_logprobs=False, lean_activations=False)
-    simpo          our SimPO step (loss="simpo") on the K-expanded pairs: every (pair, dimension) becomes
+    simpo          our SimPO step (objective="simpo") on the K-expanded pairs: every (pair, dimension) becomes
                    one row whose plain prompt is the conditioned prompt x*_k, so it sees exactly the tokens
                    the TRL arms see (our SimPO normally uses the unconditioned prompt, K = 1)
     trl-cpo-simpo  trl.experimental.cpo.CPOTrainer(loss_type="simpo", cpo_alpha=0): pure SimPO
@@ -21,7 +21,7 @@ arm (the trainer's seeded data order). Our AMoPO arms take the 4 pairs as they a
 the other arms take the 16 K-expanded pairs as one batch (2 sequences each): 32 sequences per step for
 all. Our arms run the library's step (``amopo.train.step.micro_step``) with the loop's update
 (backward of Σ loss / batch, gradient clipping, AdamW, zero_grad); the TRL arms run ``trainer.train()``.
-All: lr --lr, constant (no warmup), AdamW (ours torch.optim.AdamW; TRL's default, the fused AdamW),
+All: lr --learning-rate, constant (no warmup), AdamW (ours torch.optim.AdamW; TRL's default, the fused AdamW),
 each trainer's default gradient clipping (ours 3.0, TRL 1.0), dropout off, gradient checkpointing off
 (TRL defaults it on; ours off), fp32 on CPU, bf16 autocast on CUDA (as ``mixed_precision: auto``
 gives: ours through accelerate's ``Accelerator(mixed_precision="bf16")`` as amopo/train/loop.py does, so
@@ -171,14 +171,14 @@ def prepare_data(model_dir: str, work: Path, prompt_tokens: int, response_tokens
 
     tokenizer = load_tokenizer(model_dir)
     shipped = work / "shipped"
-    cfg = PrepareConfig(input="sample", output=str(shipped), model=model_dir)
+    cfg = PrepareConfig(data_source="sample", output=str(shipped), base_model=model_dir)
     shipped_s, manifest = timed_prepare(cfg)
     if prompt_tokens or response_tokens:
         user_tokens = round(prompt_tokens - prompt_overhead(tokenizer, shipped)) if prompt_tokens else 0
         write_stretched(tokenizer, shipped, work / "stretched", user_tokens, response_tokens)
-        cfg = PrepareConfig(input=str(work / "stretched" / "train.jsonl"),
-                            eval_input=str(work / "stretched" / "eval.jsonl"), output=str(work / "data"),
-                            model=model_dir)
+        cfg = PrepareConfig(data_source=str(work / "stretched" / "train.jsonl"),
+                            eval_source=str(work / "stretched" / "eval.jsonl"), output=str(work / "data"),
+                            base_model=model_dir)
         fresh_s, manifest = timed_prepare(cfg)
     else:
         fresh_s = shipped_s
@@ -208,7 +208,7 @@ def schedule(rows, step: int, pairs: int, seed: int) -> tuple[int, list[dict]]:
     """(epoch, rows) of optimizer ``step``: the trainer's seeded order, one process, no accumulation."""
     from amopo.train.batching import micro_batches
 
-    epoch, micro = micro_batches(len(rows), step, seed=seed, batch_size=pairs, grad_accum=1, world_size=1, rank=0)
+    epoch, micro = micro_batches(len(rows), step, seed=seed, batch_size=pairs, gradient_accumulation_steps=1, world_size=1, rank=0)
     return epoch, [rows[i] for i in micro[0]]
 
 
@@ -312,7 +312,7 @@ def our_config(arm: str, args, bf16: bool):
     from amopo.train.config import TrainConfig
 
     fast = arm != "amopo-plain"
-    return TrainConfig(loss="simpo" if arm == "simpo" else "amopo", lr=args.lr, seed=args.seed, packing=fast,
+    return TrainConfig(objective="simpo" if arm == "simpo" else "amopo", learning_rate=args.lr, seed=args.seed, packing=fast,
                        chunked_logprobs=fast, lean_activations=fast, mixed_precision="bf16" if bf16 else "no")
 
 
@@ -345,7 +345,7 @@ def run_ours(arm: str, args, model, tokenizer, rows, dimensions, device: str, bf
     if cfg.lean_activations:
         use_lean_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     counter = ForwardTokens(model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -537,7 +537,7 @@ def run_child(arm: str, args, model_dir: str, data_dir: Path, log: Path) -> dict
     """Run ``arm`` in a fresh process (its output kept in ``log``); its result, or {"error": ...}."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--arm", arm, "--model-dir", model_dir,
            "--data-dir", str(data_dir), "--pairs", str(args.pairs), "--warmup-steps", str(args.warmup_steps),
-           "--steps", str(args.steps), "--threads", str(args.threads), "--lr", str(args.lr), "--seed", str(args.seed)]
+           "--steps", str(args.steps), "--threads", str(args.threads), "--learning-rate", str(args.lr), "--seed", str(args.seed)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     env.setdefault("CUDA_VISIBLE_DEVICES", "0")  # one GPU for every arm (HF's Trainer would take them all)
     if args.malloc_mmap_threshold:
@@ -657,7 +657,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-steps", type=int, default=1, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 2; tiny 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--learning-rate", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--prompt-tokens", type=int, default=130,
                         help="stretch user texts so the mean conditioned prompt has about this many tokens "

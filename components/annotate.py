@@ -21,7 +21,7 @@ def annotate_data(data_source: str, data_format: str, eval_source: str, dimensio
     if os.environ.get("AMOPO_JUDGE_API_KEY"):
         options.setdefault("judge_api_key_env", "AMOPO_JUDGE_API_KEY")
     record = annotate_sources(annotated.path, data_source, data_format, eval_source, dimension, judge=judge,
-                              judge_name=judge_model_name, options=options)
+                              judge_model_name=judge_model_name, options=options)
     scored = sum(c["scored"] for c in record["counts"].values())
     unparseable = sum(c["unparseable"] for c in record["counts"].values())
     annotated.metadata.update({"dimension": record["dimension"] or "", "scored": scored, "unparseable": unparseable,

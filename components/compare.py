@@ -45,7 +45,7 @@ def compare_objectives(trainings: dsl.Input[List[dsl.Model]], evaluations: dsl.I
     train_dirs = [Path(m.path) for m in trainings]
     eval_dirs = pair_evaluations(train_dirs, [Path(e.path) for e in evaluations])
     options = {**compare_options, "entries": [f"{n}={t},{e}" for n, t, e in zip(names, train_dirs, eval_dirs)],
-               "output": comparison.path, "metric": metric, "judge": judge, "judge_name": judge_model_name or None,
+               "output": comparison.path, "metric": metric, "judge": judge, "judge_model_name": judge_model_name or None,
                "head_to_head": head_to_head, "head_to_head_instructions": int(head_to_head_instructions)}
     if os.environ.get("AMOPO_JUDGE_API_KEY"):
         options["judge_api_key_env"] = "AMOPO_JUDGE_API_KEY"

@@ -24,9 +24,9 @@ def evaluate_model(model: dsl.Input[dsl.Model], dataset: dsl.Input[dsl.Dataset],
     from amopo.report_html import html_page
 
     options = {**eval_options, "model": str(Path(model.path) / "model"), "data": dataset.path,
-               "judge": judge, "judge_name": judge_model_name or None, "num_instructions": num_instructions,
-               "max_new_tokens": max_new_tokens, "lm_eval_limit": lm_eval_limit, "pref_max_pairs": heldout_max_pairs,
-               "tasks": [t.strip() for t in lm_eval_tasks.split(",") if t.strip()],
+               "judge": judge, "judge_model_name": judge_model_name or None, "num_instructions": num_instructions,
+               "max_new_tokens": max_new_tokens, "lm_eval_limit": lm_eval_limit, "heldout_max_pairs": heldout_max_pairs,
+               "lm_eval_tasks": [t.strip() for t in lm_eval_tasks.split(",") if t.strip()],
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": results.path}
     if dimensions.strip():
         options["dimensions"] = [d.strip() for d in dimensions.split(",") if d.strip()]

@@ -16,13 +16,13 @@ def prepare_data(data_source: str, data_format: str, eval_source: str, dimension
     from amopo.annotate.step import annotated_inputs
     from amopo.data.prepare import PrepareConfig, prepare
 
-    options = {**prepare_options, "input": data_source, "format": data_format, "eval_input": eval_source or None,
-               "output": dataset.path, "model": base_model or None, "max_length": max_length}
+    options = {**prepare_options, "data_source": data_source, "data_format": data_format, "eval_source": eval_source or None,
+               "output": dataset.path, "base_model": base_model or None, "max_length": max_length}
     files = annotated_inputs(annotated.path if annotated is not None else None)
     if files is not None:
-        options["input"], options["eval_input"] = files
+        options["data_source"], options["eval_source"] = files
         if data_source == "sample":
-            options["format"] = "amopo"
+            options["data_format"] = "amopo"
         print(f"prepare: reading the annotated data {files[0]}" + (f" and {files[1]}" if files[1] else ""))
     if dimensions.strip():
         options["dimensions"] = [d.strip() for d in dimensions.split(",") if d.strip()]

@@ -8,10 +8,10 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str, beta: float, gamma: float,
-                learning_rate: float, max_steps: int, batch_size: int, grad_accum: int, max_length: int,
+                learning_rate: float, max_steps: int, batch_size: int, gradient_accumulation_steps: int, max_length: int,
                 heldout_max_pairs: int, train_options: dict, mlflow_tracking_uri: str, mlflow_experiment: str,
                 launcher: str,
-                num_processes: int, num_nodes: int, gpus_per_node: int, accelerator_type: str, accelerate_config: str,
+                num_processes: int, num_nodes: int, gpus_per_node: int, accelerator_type: str, fsdp_config: str,
                 image: str,
                 namespace: str, workspace_pvc: str, node_selector: dict, tolerations: list, training_runtime: str,
                 queue_name: str, cpu_per_node: str, memory_per_node: str,
@@ -26,9 +26,9 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
     nodes) in ``image``, each node requesting ``cpu_per_node`` and ``memory_per_node`` (also the limit),
     reading and writing the workspace PVC (mounted here at /workspace too), followed to its end; the
     output is copied back (amopo.cluster.launch_training).
-    ``accelerate_config``: ``ddp`` (data-parallel) | ``fsdp`` (FSDP2 sharding with the shipped
-    configs/accelerate/fsdp.yaml: this checkout's or this image's for "local", the trainer image's for
-    "trainjob"); ``deepspeed`` is refused (not in the image, never run by the project's tests).
+    ``fsdp_config``: empty for data-parallel training, or an accelerate config YAML for FSDP2 sharding
+    (`amopo train --fsdp-config`): the shipped configs/accelerate/fsdp.yaml is found from any folder,
+    in a checkout or the image; a TrainJob takes only that file, from the trainer image.
     ``accelerator_type``: the GPU model the nodes must carry (the node label nvidia.com/gpu.product set
     by NVIDIA's GPU feature discovery, e.g. "NVIDIA-H100-80GB-HBM3"); empty = any.
     ``beta`` < 0: the objective's own default β (amopo.train.config.DEFAULT_BETA: 0.8 for amopo and
@@ -42,27 +42,25 @@ def train_model(dataset: dsl.Input[dsl.Dataset], base_model: str, objective: str
 
     from amopo.report_html import html_page
 
-    options = {**train_options, "data": dataset.path, "model": base_model, "loss": objective,
-               "beta": None if beta < 0 else beta, "gamma": gamma, "lr": learning_rate, "max_steps": max_steps,
-               "batch_size": batch_size, "grad_accum": grad_accum, "max_length": max_length,
-               "eval_max_pairs": heldout_max_pairs, "mlflow_experiment": mlflow_experiment,
+    options = {**train_options, "data": dataset.path, "base_model": base_model, "objective": objective,
+               "beta": None if beta < 0 else beta, "gamma": gamma, "learning_rate": learning_rate, "max_steps": max_steps,
+               "batch_size": batch_size, "gradient_accumulation_steps": gradient_accumulation_steps, "max_length": max_length,
+               "heldout_max_pairs": heldout_max_pairs, "mlflow_experiment": mlflow_experiment,
                "mlflow_tracking_uri": mlflow_tracking_uri or None, "output": model.path}
     if launcher == "local":
         from amopo import config as config_lib
-        from amopo.cluster.trainjob import check_distributed
         from amopo.train.config import TrainConfig
         from amopo.train.launch import run_local
-        from amopo.train.shipped import shipped_fsdp_config
 
-        if check_distributed(accelerate_config, "accelerate_config") == "fsdp":
-            options["fsdp_config"] = str(shipped_fsdp_config())
+        if fsdp_config:
+            options["fsdp_config"] = fsdp_config
         summary = run_local(config_lib.from_dict(TrainConfig, options, "train options"), num_processes)
     elif launcher == "trainjob":
         from amopo.cluster.launch_training import STEP_WORKSPACE, train_on_cluster, trainjob_settings
 
         summary = train_on_cluster(options, workspace=STEP_WORKSPACE, **trainjob_settings(
             image=image, namespace=namespace, workspace_pvc=workspace_pvc, num_nodes=num_nodes,
-            gpus_per_node=gpus_per_node, num_processes=num_processes, accelerate_config=accelerate_config,
+            gpus_per_node=gpus_per_node, num_processes=num_processes, fsdp_config=fsdp_config,
             node_selector=node_selector, accelerator_type=accelerator_type, tolerations=tolerations,
             timeout_minutes=timeout_minutes, training_runtime=training_runtime, queue_name=queue_name,
             cpu_per_node=cpu_per_node, memory_per_node=memory_per_node))

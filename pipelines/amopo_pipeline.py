@@ -117,7 +117,7 @@ def amopo_pipeline(
     learning_rate: float = 1e-4,
     max_steps: int = 24,
     batch_size: int = 2,
-    grad_accum: int = 1,
+    gradient_accumulation_steps: int = 1,
     train_options: dict = {},
     heldout_max_pairs: int = 32,
     launcher: str = "local",
@@ -125,7 +125,7 @@ def amopo_pipeline(
     num_nodes: int = 1,
     gpus_per_node: int = 0,
     accelerator_type: str = "",
-    accelerate_config: str = "ddp",  # ddp | fsdp (FSDP2 with the shipped configs/accelerate/fsdp.yaml)
+    fsdp_config: str = "",  # "" = DDP; configs/accelerate/fsdp.yaml = FSDP2 with the shipped config
     trainjob_cpu: str = "4",  # per TrainJob node
     trainjob_memory: str = "16Gi",
     image: str = IMAGE,  # every step, the TrainJobs and the custom InferenceService
@@ -198,11 +198,11 @@ def amopo_pipeline(
             trained = _step(train_model(
                 dataset=prepared.outputs["dataset"], base_model=base_model, objective=item.objective, beta=item.beta,
                 gamma=gamma, learning_rate=item.learning_rate, max_steps=max_steps, batch_size=batch_size,
-                grad_accum=grad_accum, max_length=max_length, heldout_max_pairs=heldout_max_pairs,
+                gradient_accumulation_steps=gradient_accumulation_steps, max_length=max_length, heldout_max_pairs=heldout_max_pairs,
                 train_options=item.train_options, mlflow_tracking_uri=mlflow_tracking_uri,
                 mlflow_experiment=mlflow_experiment, launcher=launcher, num_processes=num_processes,
                 num_nodes=num_nodes, gpus_per_node=gpus_per_node, accelerator_type=accelerator_type,
-                accelerate_config=accelerate_config, image=image,
+                fsdp_config=fsdp_config, image=image,
                 namespace=namespace, workspace_pvc=workspace_pvc, node_selector=node_selector,
                 tolerations=tolerations, timeout_minutes=train_timeout_minutes, training_runtime=training_runtime,
                 queue_name=queue_name, cpu_per_node=trainjob_cpu, memory_per_node=trainjob_memory), "train", image)

@@ -39,7 +39,7 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prepared")
     train_file = write_jsonl(root / "train.jsonl", answer_pairs(16))
     eval_file = write_jsonl(root / "eval.jsonl", answer_pairs(8, offset=100))
-    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
+    prepare(PrepareConfig(data_source=str(train_file), eval_source=str(eval_file), output=str(root / "data")))
     return root / "data"
 
 

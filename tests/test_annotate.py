@@ -127,11 +127,11 @@ def test_raw_helpsteer2_annotated_by_the_local_judge_prepares_with_the_default_d
     src = write_jsonl(tmp_path / "hs2.jsonl", hs2_rows())
     authors = ["overall", "helpfulness", "correctness", DIM]   # AMoPO's defaults, as its authors trained
     with pytest.raises(DataError, match=f"'{DIM}' is requested but no record scores it"):
-        prepare(PrepareConfig(input=str(src), format="helpsteer2", output=str(tmp_path / "before"),
+        prepare(PrepareConfig(data_source=str(src), data_format="helpsteer2", output=str(tmp_path / "before"),
                               dimensions=authors), echo=None)
 
     out = tmp_path / "annotated.jsonl"
-    report = annotate(AnnotateConfig(input=str(src), output=str(out), judge=str(tiny_model_dir), judge_top_k=512,
+    report = annotate(AnnotateConfig(data_source=str(src), output=str(out), judge=str(tiny_model_dir), judge_top_k=512,
                                      progress=False), echo=None)
     assert report["counts"] == {"rows": 6, "responses": 6, "already_scored": 0, "to_score": 6, "asked": 6,
                                 "from_cache": 0, "scored": 6, "unparseable": 0}
@@ -150,7 +150,7 @@ def test_raw_helpsteer2_annotated_by_the_local_judge_prepares_with_the_default_d
     assert saved["counts"] == report["counts"] and saved["prompt"]["prompt_version"] == "1"
     assert (tmp_path / "annotated.jsonl.annotate-cache.jsonl").is_file()
 
-    manifest = prepare(PrepareConfig(input=str(out), format="helpsteer2", output=str(tmp_path / "data"),
+    manifest = prepare(PrepareConfig(data_source=str(out), data_format="helpsteer2", output=str(tmp_path / "data"),
                                      eval_fraction=0.0, dimensions=authors), echo=None)
     assert [(d["name"], d["low"], d["high"]) for d in manifest["dimensions"]] == [
         ("overall", None, None), ("helpfulness", 0, 4), ("correctness", 0, 4), (DIM, 1, 5)]
@@ -169,7 +169,7 @@ def test_parquet_rows_through_the_cli(tiny_model_dir, tmp_path, capsys):
     src = tmp_path / "hs2.parquet"
     pq.write_table(pa.Table.from_pylist(rows), str(src))
     out = tmp_path / "annotated.parquet"
-    rc = main(["annotate", "--input", str(src), "--output", str(out), "--judge", str(tiny_model_dir),
+    rc = main(["annotate", "--data-source", str(src), "--output", str(out), "--judge", str(tiny_model_dir),
                "--judge-top-k", "512", "--chunk-size", "4", "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0 and f"output_path: {out}" in printed and "5 asked" in printed
@@ -177,7 +177,7 @@ def test_parquet_rows_through_the_cli(tiny_model_dir, tmp_path, capsys):
     assert written[1][DIM] == 2 and written[1][f"{DIM}_provenance"] is None
     others = [r for i, r in enumerate(written) if i != 1]
     assert all(1 <= r[DIM] <= 5 and r[f"{DIM}_provenance"]["status"] == "scored" for r in others)
-    manifest = prepare(PrepareConfig(input=str(out), format="helpsteer2", output=str(tmp_path / "data"),
+    manifest = prepare(PrepareConfig(data_source=str(out), data_format="helpsteer2", output=str(tmp_path / "data"),
                                      eval_fraction=0.0), echo=None)
     assert manifest["counts"]["train"] == 3
 
@@ -185,7 +185,7 @@ def test_parquet_rows_through_the_cli(tiny_model_dir, tmp_path, capsys):
 def test_an_interrupted_run_resumes_asking_only_the_rest(tiny_model_dir, tmp_path):
     src = write_jsonl(tmp_path / "hs2.jsonl", hs2_rows())
     out = tmp_path / "annotated.jsonl"
-    cfg = AnnotateConfig(input=str(src), output=str(out), chunk_size=2, progress=False)
+    cfg = AnnotateConfig(data_source=str(src), output=str(out), chunk_size=2, progress=False)
     cache_file = tmp_path / "annotated.jsonl.annotate-cache.jsonl"
 
     first = counting_judge(tiny_model_dir, stop_after=4)
@@ -214,7 +214,7 @@ def test_unparseable_verdicts_are_counted_reported_and_never_scored(judge_server
     src = write_jsonl(tmp_path / "pairs.jsonl", [record(1, "Apple.", "Rock."), record(2, "Pear GARBLE.", "Stone."),
                                                  record(3, "Plum.", "Sand GARBLE.")])
     out = tmp_path / "annotated.jsonl"
-    report = annotate(AnnotateConfig(input=str(src), output=str(out), format="amopo", judge=judge_server["url"],
+    report = annotate(AnnotateConfig(data_source=str(src), output=str(out), data_format="amopo", judge=judge_server["url"],
                                      progress=False), echo=None)
     assert (report["counts"]["scored"], report["counts"]["unparseable"]) == (4, 2)
     saved = json.loads((tmp_path / "annotated.jsonl.annotate-report.json").read_text())
@@ -231,9 +231,9 @@ def test_unparseable_verdicts_are_counted_reported_and_never_scored(judge_server
 
     # prepare: a chosen response without the score stops it (file, line, field) ...
     with pytest.raises(DataError, match=rf"annotated.jsonl:2 field 'chosen.{DIM}': no score for requested"):
-        prepare(PrepareConfig(input=str(out), output=str(tmp_path / "data"), eval_fraction=0.0), echo=None)
+        prepare(PrepareConfig(data_source=str(out), output=str(tmp_path / "data"), eval_fraction=0.0), echo=None)
     # ... unless skipped and counted; a rejected response without it is accepted.
-    manifest = prepare(PrepareConfig(input=str(out), output=str(tmp_path / "data"), eval_fraction=0.0,
+    manifest = prepare(PrepareConfig(data_source=str(out), output=str(tmp_path / "data"), eval_fraction=0.0,
                                      skip_invalid=True), echo=None)
     assert manifest["counts"]["train"] == 2 and manifest["invalid"]["by_reason"] == {"missing_score": 1}
     assert DIM not in read_jsonl(tmp_path / "data" / "train.jsonl")[1]["rejected"]
@@ -244,8 +244,8 @@ def test_endpoint_judge_retries_with_back_off_then_answers(judge_server, tmp_pat
     src = write_jsonl(tmp_path / "hs2.jsonl", hs2_rows())
     before = state["requests"]
     state["fail_next"] = 2
-    report = annotate(AnnotateConfig(input=str(src), output=str(tmp_path / "out.jsonl"), judge=judge_server["url"],
-                                     judge_name="grader", retries=3, concurrency=1, progress=False), echo=None)
+    report = annotate(AnnotateConfig(data_source=str(src), output=str(tmp_path / "out.jsonl"), judge=judge_server["url"],
+                                     judge_model_name="grader", retries=3, concurrency=1, progress=False), echo=None)
     assert report["counts"]["scored"] == 6 and state["requests"] - before == 6 + 2 and state["fail_next"] == 0
     assert {row[DIM] for row in read_jsonl(tmp_path / "out.jsonl")} == {4}
 
@@ -260,7 +260,7 @@ def _cli_error(capsys, args: list[str]) -> str:
 def test_unreachable_judge_endpoint_is_one_clear_line_naming_the_url(tmp_path, capsys):
     src = write_jsonl(tmp_path / "hs2.jsonl", hs2_rows())
     url = f"http://127.0.0.1:{_free_port()}"
-    err = _cli_error(capsys, ["--input", str(src), "--output", str(tmp_path / "out.jsonl"), "--judge", url,
+    err = _cli_error(capsys, ["--data-source", str(src), "--output", str(tmp_path / "out.jsonl"), "--judge", url,
                               "--retries", "1", "--timeout", "5", "--no-progress"])
     assert err.startswith(f"amopo annotate: error: {url}/v1: ") and "unreachable after 1 retries with back-off" in err
     assert not (tmp_path / "out.jsonl").exists()
@@ -287,11 +287,11 @@ def test_bad_input_is_one_clear_error_naming_file_line_and_field(case, tmp_path,
     expected = BAD_INPUT[case]
     src = tmp_path / "in.jsonl"
     rows = hs2_rows()
-    args = {"--input": str(src), "--output": str(tmp_path / "out.jsonl"), "--format": "helpsteer2"}
+    args = {"--data-source": str(src), "--output": str(tmp_path / "out.jsonl"), "--data-format": "helpsteer2"}
     if case == "missing_file":
-        args["--input"] = str(tmp_path / "missing.jsonl")
+        args["--data-source"] = str(tmp_path / "missing.jsonl")
     elif case == "missing_amopo_file":
-        args.update({"--input": str(tmp_path / "missing.jsonl"), "--format": "amopo"})
+        args.update({"--data-source": str(tmp_path / "missing.jsonl"), "--data-format": "amopo"})
     elif case == "unknown_dimension":
         args["--dimension"] = "politeness"
     elif case == "holistic_dimension":
@@ -300,13 +300,13 @@ def test_bad_input_is_one_clear_error_naming_file_line_and_field(case, tmp_path,
         del rows[1]["prompt"]
     elif case == "record_without_prompt":
         rows = [{"chosen": {"response": "a"}, "rejected": {"response": "b"}}]
-        args["--format"] = "amopo"
+        args["--data-format"] = "amopo"
     elif case == "bad_existing_score":
         rows[0][DIM] = 9
     elif case == "output_is_input":
         args["--output"] = str(src)
     elif case == "parquet_for_amopo":
-        args.update({"--format": "amopo", "--output": str(tmp_path / "out.parquet")})
+        args.update({"--data-format": "amopo", "--output": str(tmp_path / "out.parquet")})
     write_jsonl(src, rows)
     if case == "not_json":
         src.write_text(src.read_text().replace(json.dumps(rows[2]), "{not json", 1))

@@ -65,9 +65,9 @@ def authors_data(tmp_path_factory, tiny_model_dir) -> Path:
     """The fixture's records prepared by the CLI in the authors' style, accumulated, tokenised for the tiny model."""
     root = tmp_path_factory.mktemp("authors")
     source = write_jsonl(root / "records.jsonl", RECORDS)
-    rc = main(["prepare", "--input", str(source), "--output", str(root / "data"), "--prompt-style", "authors",
+    rc = main(["prepare", "--data-source", str(source), "--output", str(root / "data"), "--prompt-style", "authors",
                "--accumulate-prefixes", "--eval-fraction", "0", "--dimensions", *DOC["dimensions"],
-               "--model", str(tiny_model_dir), "--max-length", "2040"])
+               "--base-model", str(tiny_model_dir), "--max-length", "2040"])
     assert rc == 0
     return root / "data"
 
@@ -140,7 +140,7 @@ def test_the_amopo_style_stays_the_default(tmp_path):
 
 def test_an_unknown_prompt_style_is_refused_listing_the_allowed_ones(tmp_path, capsys):
     source = write_jsonl(tmp_path / "records.jsonl", RECORDS)
-    rc = main(["prepare", "--input", str(source), "--output", str(tmp_path / "out"), "--prompt-style", "qwen"])
+    rc = main(["prepare", "--data-source", str(source), "--output", str(tmp_path / "out"), "--prompt-style", "qwen"])
     err = capsys.readouterr().err
     assert rc == 2 and "option 'prompt_style': unknown prompt style 'qwen'; allowed: amopo, authors" in err, err
     assert not (tmp_path / "out").exists()

@@ -31,12 +31,12 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("launch-data")
     train_file = write_jsonl(root / "train.jsonl", arithmetic_pairs(6))
     eval_file = write_jsonl(root / "eval.jsonl", arithmetic_pairs(2, offset=50))
-    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data")))
+    prepare(PrepareConfig(data_source=str(train_file), eval_source=str(eval_file), output=str(root / "data")))
     return root / "data"
 
 
 def _options(prepared: Path, model: Path, output: Path, **kw) -> dict:
-    return {"data": str(prepared), "model": str(model), "output": str(output), "max_steps": 2, "lr": 1e-3,
+    return {"data": str(prepared), "base_model": str(model), "output": str(output), "max_steps": 2, "learning_rate": 1e-3,
             "batch_size": 2, "max_length": 128, "progress": False, "eval_heldout": False, "warmup_ratio": 0.0,
             "save_every": 1, "mlflow_tracking_uri": "http://amopo-mlflow.amopo:5000", **kw}
 
@@ -99,7 +99,7 @@ async def test_the_step_stages_inputs_runs_the_trainjob_and_returns_the_model(km
     run_dir = workspace / "runs" / name
     assert config_file.parent == run_dir
     assert staged["data"] == str(run_dir / "data") and (run_dir / "data" / "prepare.json").is_file()
-    assert staged["model"] == str(run_dir / "base") and (run_dir / "base" / "config.json").is_file()
+    assert staged["base_model"] == str(run_dir / "base") and (run_dir / "base" / "config.json").is_file()
     assert staged["output"] == str(run_dir / "train")
     assert staged["mlflow_tracking_uri"] == "http://amopo-mlflow.amopo:5000"
     assert not output.exists()  # nothing is handed back before the job ends
@@ -134,7 +134,7 @@ async def test_a_completed_job_without_output_is_named(kmock, prepared, tiny_mod
                    name)
     await until(lambda: _stored(kmock, name) is not None)
     staged = yaml.safe_load(Path(_stored(kmock, name)["spec"]["trainer"]["args"][1]).read_text())
-    assert staged["model"] == "embedded:smollm2-135m-instruct"  # every pod resolves it itself
+    assert staged["base_model"] == "embedded:smollm2-135m-instruct"  # every pod resolves it itself
     await _finish(kmock, name, "Complete", "JobsCompleted")
     result = await task
     assert isinstance(result, ClusterError) and "wrote no" in str(result) and "metrics.json" in str(result)
@@ -145,10 +145,9 @@ async def test_a_completed_job_without_output_is_named(kmock, prepared, tiny_mod
     ({"mlflow_tracking_uri": "sqlite:///runs/mlflow.db"}, {}, "needs mlflow_tracking_uri"),
     ({"batch_size": 0}, {}, "batch_size"),
     ({"no_such_option": 1}, {}, "no_such_option"),
-    ({}, {"accelerate_config": "deepspeed"}, "accelerate_config 'deepspeed' is not supported: DeepSpeed is not part"),
-    ({"fsdp_config": str(Path(__file__).resolve().parents[1] / "configs/accelerate/fsdp.yaml")},
-     {"accelerate_config": "fsdp"},
-     "set accelerate_config='fsdp' instead"),
+    ({}, {"distributed": "deepspeed"}, "distributed 'deepspeed' is not supported: DeepSpeed is not part"),
+    ({"fsdp_config": "configs/accelerate/fsdp.yaml"}, {"distributed": "fsdp"},
+     "a TrainJob takes it from the train step's fsdp_config parameter"),
 ])
 def test_bad_options_fail_before_anything_is_copied_or_created(prepared, tiny_model_dir, tmp_path, overrides, step,
                                                                words):

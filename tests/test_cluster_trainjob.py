@@ -27,7 +27,7 @@ TRAINJOB_CRD = CRDS / "trainer.kubeflow.org_trainjobs.yaml"
 needs_crds = pytest.mark.skipif(not TRAINJOB_CRD.is_file(),
                                 reason=f"CRD schemas not found at {CRDS} (../shared is only beside the project in CI)")
 NS = "team-a"
-TRAIN_ARGS = ["--data", "/workspace/data", "--model", "/workspace/base", "--output", "/workspace/train",
+TRAIN_ARGS = ["--data", "/workspace/data", "--base-model", "/workspace/base", "--output", "/workspace/train",
               "--max-steps", "100"]
 
 

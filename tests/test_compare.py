@@ -27,8 +27,8 @@ def make_train(root: Path, name: str, loss: str, *, speeds=(50.0, 10.0, 20.0), s
                beta=None, metrics: dict | None = None) -> Path:
     folder = root / name / "train"
     (folder / "model").mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"loss": loss, "steps": len(speeds), **(metrics or {})}))
-    (folder / "train_config.yaml").write_text(yaml.safe_dump({"loss": loss, "beta": beta, "model": "base",
+    (folder / "metrics.json").write_text(json.dumps({"objective": loss, "steps": len(speeds), **(metrics or {})}))
+    (folder / "train_config.yaml").write_text(yaml.safe_dump({"objective": loss, "beta": beta, "base_model": "base",
                                                               "max_steps": len(speeds)}))
     (folder / "history.jsonl").write_text("".join(
         json.dumps({"step": i + 1, "loss": 0.5, "tokens_per_s": v, "seconds_per_step": s}) + "\n"
@@ -360,9 +360,9 @@ def test_component_runs_in_the_local_runner_on_a_parallel_for_s_collected_artifa
 def test_plan_gives_each_entry_its_objective_defaults_and_options():
     from amopo.compare.plan import plan_objectives
 
-    plan = plan_objectives("amopo,simpo:lr=5e-5,dpo,amopo:weighting=uniform:beta=1.5", objective="amopo",
+    plan = plan_objectives("amopo,simpo:learning_rate=5e-5,dpo,amopo:weighting=uniform:beta=1.5", objective="amopo",
                            learning_rate=1e-4, beta=-1.0, train_options={"lora": False})
-    assert [p["label"] for p in plan] == ["amopo", "simpo:lr=5e-5", "dpo", "amopo:weighting=uniform:beta=1.5"]
+    assert [p["label"] for p in plan] == ["amopo", "simpo:learning_rate=5e-5", "dpo", "amopo:weighting=uniform:beta=1.5"]
     assert [p["objective"] for p in plan] == ["amopo", "simpo", "dpo", "amopo"]
     assert [p["learning_rate"] for p in plan] == [1e-4, 5e-5, 1e-4, 1e-4]
     assert [p["beta"] for p in plan] == [-1.0, -1.0, -1.0, 1.5]
@@ -377,7 +377,7 @@ def test_plan_gives_each_entry_its_objective_defaults_and_options():
     ("amopo:weighting", "'weighting' is not KEY=VALUE"),
     ("amopo:colour=red", "unknown option 'colour'"),
     ("simpo:max_steps=9", "'max_steps' is the same for every entry"),
-    ("simpo:lr=fast", "lr must be a number, got 'fast'"),
+    ("simpo:learning_rate=fast", "learning_rate must be a number, got 'fast'"),
 ])
 def test_plan_refuses_bad_entries_naming_them(spec, words):
     from amopo.compare.plan import plan_objectives

@@ -32,10 +32,10 @@ def _artifact(cls, root: Path, name: str):
 
 def _train_kwargs(dataset, tiny_model_dir: Path, root: Path, **kw) -> dict:
     return dict(dataset=dataset, base_model=str(tiny_model_dir), objective="amopo", beta=0.8, gamma=2.0,
-                learning_rate=1e-3, max_steps=2, batch_size=2, grad_accum=1, max_length=128, heldout_max_pairs=4,
+                learning_rate=1e-3, max_steps=2, batch_size=2, gradient_accumulation_steps=1, max_length=128, heldout_max_pairs=4,
                 train_options={"warmup_ratio": 0.0, "progress": False}, mlflow_tracking_uri=f"sqlite:///{root}/ml.db",
                 mlflow_experiment="components", launcher="local", num_processes=1, num_nodes=1, gpus_per_node=0,
-                accelerator_type="", accelerate_config="ddp", image="img", namespace="amopo", workspace_pvc="ws", node_selector={},
+                accelerator_type="", fsdp_config="", image="img", namespace="amopo", workspace_pvc="ws", node_selector={},
                 tolerations=[], timeout_minutes=10, training_runtime="torch-distributed", queue_name="",
                 cpu_per_node="4", memory_per_node="16Gi", model=_artifact(dsl.Model, root, "model"),
                 metrics=_artifact(dsl.Metrics, root, "train-metrics"), curves=_artifact(dsl.HTML, root, "curves"),
@@ -106,12 +106,11 @@ def test_train_refuses_an_unknown_launcher_and_bad_options(chain, tiny_model_dir
         train_model.python_func(**{**_train_kwargs(chain["dataset"], tiny_model_dir, tmp_path), "launcher": "trainjob"})
 
 
-@pytest.mark.parametrize("launcher", ["local", "trainjob"])
-def test_train_refuses_deepspeed_saying_why(tmp_path, launcher):
+def test_a_trainjob_refuses_an_fsdp_config_the_image_does_not_hold(tmp_path):
     kwargs = {**_train_kwargs(_artifact(dsl.Dataset, tmp_path, "dataset"), tmp_path / "base", tmp_path),
-              "launcher": launcher, "accelerate_config": "deepspeed"}
-    with pytest.raises(AmopoError, match="accelerate_config 'deepspeed' is not supported: DeepSpeed is not part "
-                                         "of the image and has never been run by the project's tests"):
+              "launcher": "trainjob", "fsdp_config": "my/deepspeed.yaml"}
+    with pytest.raises(AmopoError, match="fsdp_config 'my/deepspeed.yaml': a TrainJob shards with the image's "
+                                         "configs/accelerate/fsdp.yaml"):
         train_model.python_func(**kwargs)
 
 
@@ -124,10 +123,15 @@ def test_local_fsdp_hands_the_trainer_the_shipped_fsdp_config(tmp_path, monkeypa
     monkeypatch.setattr(amopo.train.launch, "run_local",
                         lambda cfg, num_processes: received.append((cfg, num_processes)) or {"steps": 0})
     kwargs = {**_train_kwargs(_artifact(dsl.Dataset, tmp_path, "dataset"), tmp_path / "base", tmp_path),
-              "accelerate_config": "fsdp", "num_processes": 2}
+              "fsdp_config": "configs/accelerate/fsdp.yaml", "num_processes": 2}
+    monkeypatch.chdir(tmp_path)   # the relative path names the shipped file from any folder
     train_model.python_func(**kwargs)
     ((cfg, num_processes),) = received
-    assert cfg.fsdp_config == str(shipped_fsdp_config()) and Path(cfg.fsdp_config).is_file()
+    from amopo.train.fsdp import read_fsdp_config
+    from amopo.train.shipped import shipped_or_local
+
+    assert cfg.fsdp_config == "configs/accelerate/fsdp.yaml"
+    assert shipped_or_local(cfg.fsdp_config) == shipped_fsdp_config() and read_fsdp_config(cfg.fsdp_config)
     assert num_processes == 2
 
 
@@ -140,7 +144,7 @@ def test_a_negative_beta_trains_dpo_at_its_own_default_of_0_1(prepared, tiny_mod
               "objective": "dpo", "beta": -1.0, "max_steps": 1}
     train_model.python_func(**kwargs)
     resolved = config_lib.resolve(TrainConfig, Path(kwargs["model"].path) / "train_config.yaml")
-    assert (resolved.loss, resolved.beta, resolved.effective_beta) == ("dpo", None, 0.1)
+    assert (resolved.objective, resolved.beta, resolved.effective_beta) == ("dpo", None, 0.1)
 
 
 def test_an_explicit_beta_is_kept_for_any_objective(tmp_path, monkeypatch):

@@ -49,7 +49,7 @@ def test_the_spec_rebuilds_the_training_prompts_token_for_token(trained, prepare
 
 
 def test_a_baseline_model_has_no_conditioning(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    train(train_config(prepared, tiny_model_dir, tmp_path / "simpo", mlflow_uri, loss="simpo", max_steps=1))
+    train(train_config(prepared, tiny_model_dir, tmp_path / "simpo", mlflow_uri, objective="simpo", max_steps=1))
     assert not (tmp_path / "simpo" / "model" / CONDITIONING_FILE).exists()
     with pytest.raises(SteeringError, match="no dimension conditioning"):
         steered_user_text(None, {"verbosity": 1}, "Hi")

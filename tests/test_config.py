@@ -19,28 +19,28 @@ def _parse(argv):
 
 def test_defaults_match_the_method_spec():
     cfg = TrainConfig()
-    assert (cfg.loss, cfg.effective_beta, cfg.gamma, cfg.weighting) == ("amopo", 0.8, 2.0, "gaussian")
-    assert (cfg.lr, cfg.max_grad_norm, cfg.warmup_ratio, cfg.max_length) == (3e-7, 3.0, 0.1, 1024)
-    assert TrainConfig(loss="dpo").effective_beta == 0.1
+    assert (cfg.objective, cfg.effective_beta, cfg.gamma, cfg.weighting) == ("amopo", 0.8, 2.0, "gaussian")
+    assert (cfg.learning_rate, cfg.max_grad_norm, cfg.warmup_ratio, cfg.max_length) == (3e-7, 3.0, 0.1, 1024)
+    assert TrainConfig(objective="dpo").effective_beta == 0.1
 
 
 def test_yaml_then_flags_override(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("lr: 1.0e-5\nbatch_size: 4\nlora: true\nlora_target_modules: [q_proj, v_proj]\n")
+    path.write_text("learning_rate: 1.0e-5\nbatch_size: 4\nlora: true\nlora_target_modules: [q_proj, v_proj]\n")
     cfg = _parse(["--config", str(path), "--batch-size", "2", "--no-lora"])
-    assert cfg.lr == 1e-5 and cfg.batch_size == 2 and cfg.lora is False
+    assert cfg.learning_rate == 1e-5 and cfg.batch_size == 2 and cfg.lora is False
     assert cfg.lora_target_modules == ["q_proj", "v_proj"]
     assert _parse(["--lora-target-modules", "a", "b"]).lora_target_modules == ["a", "b"]
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("lr: fast\n", "option 'lr': expected a number"),
+    ("learning_rate: fast\n", "option 'learning_rate': expected a number"),
     ("batch_size: 1.5\n", "option 'batch_size': expected an integer"),
     ("lora: maybe\n", "option 'lora': expected true/false"),
-    ("learning_rate: 1\n", "unknown option(s) learning_rate"),
+    ("lr: 1\n", "unknown option(s) lr"),
     ("- 1\n- 2\n", "expected a mapping"),
-    ("lr: [\n", "not valid YAML"),
-    ("loss: ppo\n", "loss 'ppo' is not one of"),
+    ("learning_rate: [\n", "not valid YAML"),
+    ("objective: ppo\n", "objective 'ppo' is not one of"),
     ("batch_size: 0\n", "batch_size must be >= 1"),
     ("attention: flash3\n", "attention 'flash3' is not one of sdpa, eager, flash_attention_2"),
 ])
@@ -60,7 +60,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 
 def test_dump_round_trips():
-    cfg = TrainConfig(loss="modpo", modpo_weight=0.3, lora=True)
+    cfg = TrainConfig(objective="modpo", modpo_weight=0.3, lora=True)
     again = config_lib.from_dict(TrainConfig, __import__("yaml").safe_load(config_lib.dump_yaml(cfg)))
     assert again == cfg
 
@@ -82,9 +82,20 @@ def test_shipped_accelerate_configs_parse():
     assert parsed.fsdp_config["fsdp_version"] == 2
 
 
-def test_quickstart_config_is_a_valid_train_config():
+def test_quickstart_config_is_the_main_jobs_train_step():
+    """configs/quickstart.yaml says it holds the pipeline's training defaults: every key the pipeline
+    also has must carry the pipeline's default (β: amopo's own, as the pipeline's -1 means)."""
     from pathlib import Path
+
+    from amopo.train.config import DEFAULT_BETA
+    from pipelines.params import pipeline_parameters
 
     path = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
     cfg = config_lib.resolve(TrainConfig, path)
-    assert cfg.loss == "amopo" and cfg.max_steps > 0
+    defaults = pipeline_parameters()
+    shared = {k: v for k, v in config_lib.to_dict(cfg).items()
+              if k in defaults and k not in ("beta", "mlflow_experiment", "mlflow_tracking_uri")}
+    assert {"base_model", "objective", "learning_rate", "max_steps", "batch_size", "gradient_accumulation_steps",
+            "max_length", "heldout_max_pairs", "gamma"} <= shared.keys()
+    assert shared == {k: defaults[k] for k in shared}
+    assert cfg.effective_beta == DEFAULT_BETA[defaults["objective"]]

@@ -79,7 +79,7 @@ def test_training_runs_without_dropout_and_writes_the_base_config(prepared, drop
                                                                    tmp_path, capsys):
     from amopo.train.loop import train
 
-    summary = train(train_config(prepared, dropout_model_dir, tmp_path / "run", mlflow_uri, loss="dpo",
+    summary = train(train_config(prepared, dropout_model_dir, tmp_path / "run", mlflow_uri, objective="dpo",
                                  reference="copy", mixed_precision="no", max_steps=1))
     # The policy trains in train mode and the copy runs in eval mode: with dropout live they differ.
     first = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])

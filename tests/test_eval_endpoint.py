@@ -140,7 +140,7 @@ def test_evaluate_with_the_projects_own_server_as_model_and_judge(server, tiny_m
         cfg = EvaluateConfig(model=f"{base}/openai/v1", model_tokenizer=str(server["model_dir"]),
                              baseline=str(tiny_model_dir), judge=f"{base}/openai/v1",
                              dimensions=["helpfulness"], num_instructions=4, max_new_tokens=8,
-                             tasks=["amopo_arithmetic", "amopo_facts_mc"], lm_eval_limit=2, lc_bootstrap=10,
+                             lm_eval_tasks=["amopo_arithmetic", "amopo_facts_mc"], lm_eval_limit=2, lc_bootstrap=10,
                              output=str(tmp_path / "eval"), mlflow=False, progress=False, concurrency=2)
         cfg.validate()
         summary = evaluate(cfg)

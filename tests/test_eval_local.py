@@ -85,11 +85,11 @@ def trained(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("eval-e2e")
     write_jsonl(root / "train.jsonl", arithmetic_pairs(8))
     write_jsonl(root / "eval.jsonl", arithmetic_pairs(6, offset=50))
-    prepare(PrepareConfig(input=str(root / "train.jsonl"), eval_input=str(root / "eval.jsonl"),
+    prepare(PrepareConfig(data_source=str(root / "train.jsonl"), eval_source=str(root / "eval.jsonl"),
                           output=str(root / "data")))
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = TrainConfig(data=str(root / "data"), model=str(tiny_model_dir), output=str(root / "train"), max_steps=2,
-                      lr=1e-3, batch_size=2, max_length=128, progress=False, mlflow_tracking_uri=uri,
+    cfg = TrainConfig(data=str(root / "data"), base_model=str(tiny_model_dir), output=str(root / "train"), max_steps=2,
+                      learning_rate=1e-3, batch_size=2, max_length=128, progress=False, mlflow_tracking_uri=uri,
                       warmup_ratio=0.0)
     cfg.validate()
     return {"root": root, "summary": train(cfg), "uri": uri}
@@ -103,8 +103,9 @@ def test_evaluate_end_to_end_into_the_training_run(trained, tiny_model_dir):
     out = root / "eval"
     cfg = EvaluateConfig(model=str(root / "train" / "model"), judge=str(tiny_model_dir), judge_top_k=10_000,
                          dimensions=["helpfulness", "instruction_following"], num_instructions=5, max_new_tokens=8,
-                         tasks=[], data=str(root / "data"), max_length=128, lc_bootstrap=20, output=str(out),
-                         steer_num_instructions=2, steer_bootstrap=10, progress=False)
+                         lm_eval_tasks=[], data=str(root / "data"), max_length=128, lc_bootstrap=20, output=str(out),
+                         steer_num_instructions=2, steer_bootstrap=10, steer_dimensions=["helpfulness", "correctness"],
+                         progress=False)
     cfg.validate()
     summary = evaluate(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -159,9 +160,9 @@ def test_rerun_replaces_the_output_and_can_log_to_a_linked_run(trained):
 
     root, train_summary = trained["root"], trained["summary"]
     out = root / "eval-rerun"
-    base = dict(model=str(root / "train" / "model"), pairwise=False, tasks=[], data=str(root / "data"),
+    base = dict(model=str(root / "train" / "model"), pairwise=False, lm_eval_tasks=[], data=str(root / "data"),
                 max_length=128, output=str(out), progress=False, new_mlflow_run=True, steer=False)
-    first = evaluate(EvaluateConfig(**base, pref_max_pairs=2))
+    first = evaluate(EvaluateConfig(**base, heldout_max_pairs=2))
     second = evaluate(EvaluateConfig(**base))
     metrics = json.loads((out / "metrics.json").read_text())
     assert first["pref_accuracy/pairs"] == 2 and metrics["pref_accuracy/pairs"] == 6
@@ -188,7 +189,7 @@ def test_bad_options_fail_before_any_work(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="needs the model's log-probabilities"):
         evaluate(EvaluateConfig(model="http://127.0.0.1:9", data=str(tmp_path), output=str(tmp_path / "x")))
     with pytest.raises(ConfigError, match="nothing to do"):
-        evaluate(EvaluateConfig(model="m", pairwise=False, tasks=[], output=str(tmp_path / "x")))
+        evaluate(EvaluateConfig(model="m", pairwise=False, lm_eval_tasks=[], output=str(tmp_path / "x")))
     with pytest.raises(ModelError, match="no-such-base: no such model folder"):
         evaluate(EvaluateConfig(model=str(tiny_model_dir), baseline=str(tmp_path / "no-such-base"),
                                 output=str(tmp_path / "x")))

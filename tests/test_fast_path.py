@@ -142,12 +142,12 @@ def _step(model, cfg: TrainConfig, rows, reference=None):
 
 
 OBJECTIVES = [
-    dict(loss="amopo"),
-    dict(loss="amopo", weighting="mean", flatten_softmax=True, sft_weight=0.3),
-    dict(loss="simpo"),
-    dict(loss="simpo", sft_weight=0.5),
-    dict(loss="dpo"),
-    dict(loss="modpo", modpo_weight=0.6),
+    dict(objective="amopo"),
+    dict(objective="amopo", weighting="mean", flatten_softmax=True, sft_weight=0.3),
+    dict(objective="simpo"),
+    dict(objective="simpo", sft_weight=0.5),
+    dict(objective="dpo"),
+    dict(objective="modpo", modpo_weight=0.6),
 ]
 
 
@@ -157,7 +157,7 @@ def test_fast_path_losses_and_gradients_equal_the_plain_path(model, overrides):
 
     rows = token_rows(5)
     reference = None
-    if overrides["loss"] in ("dpo", "modpo"):
+    if overrides["objective"] in ("dpo", "modpo"):
         # A reference that differs from the policy, so the DPO margins are not all zero.
         reference = copy.deepcopy(model).requires_grad_(False)
         with torch.no_grad():

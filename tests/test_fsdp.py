@@ -29,7 +29,7 @@ from tests.helpers.training import assert_same_weights, saved_weights, train_con
 
 pytestmark = pytest.mark.slow
 FSDP = str(shipped_fsdp_config())
-HELDOUT = dict(eval_heldout=True, eval_max_pairs=5)
+HELDOUT = dict(eval_heldout=True, heldout_max_pairs=5)
 
 
 def _sharded(prepared, model, out, mlflow_uri, **kw) -> dict:
@@ -138,15 +138,15 @@ def test_killed_after_a_checkpoint_and_resumed_equals_the_uninterrupted_run(amop
 
 
 CASES = {
-    # objective and settings, sharded grad_accum, weight tolerance
-    "simpo-accumulated": (dict(loss="simpo"), 2, 1e-5),
+    # objective and settings, sharded gradient_accumulation_steps, weight tolerance
+    "simpo-accumulated": (dict(objective="simpo"), 2, 1e-5),
     # The two references compute the same sums in other batch layouts (float rounding, ~1e-7); Adam's
     # normalised first steps magnify that where a gradient element is near zero, hence 1e-4.
-    "dpo": (dict(loss="dpo"), 1, 1e-4),
+    "dpo": (dict(objective="dpo"), 1, 1e-4),
     # bf16: FSDP casts the gathered weights to bf16, one process autocasts each matmul; both round to
     # 8 bits, differently, and Adam's first steps move an element by ~lr wherever its gradient is near
     # rounding, so elementwise closeness says little: the updates θ − θ₀ are compared as a whole.
-    "amopo-bf16-accumulated": (dict(loss="amopo", mixed_precision="bf16"), 2, None),
+    "amopo-bf16-accumulated": (dict(objective="amopo", mixed_precision="bf16"), 2, None),
 }
 
 
@@ -155,14 +155,14 @@ def test_sharded_baselines_and_precisions_match_one_process(case, prepared, tiny
     # Sharded DPO takes its reference log-probs precomputed (the default when sharded); the single
     # process takes them from a frozen copy, so this also checks the precomputed reference.
     settings, accum, atol = CASES[case]
-    sharded = _sharded(prepared, tiny_model_dir, tmp_path / "sharded", mlflow_uri, max_steps=2, grad_accum=accum,
+    sharded = _sharded(prepared, tiny_model_dir, tmp_path / "sharded", mlflow_uri, max_steps=2, gradient_accumulation_steps=accum,
                        **settings)
     cfg = train_config(prepared, tiny_model_dir, tmp_path / "single", mlflow_uri, max_steps=2, batch_size=2 * accum,
                        **settings)
     single = train(cfg)
     assert sharded["mixed_precision"] == single["mixed_precision"] == settings.get("mixed_precision", "no")
-    assert sharded["reference"] == ("precomputed" if settings["loss"] == "dpo" else None)
-    assert single["reference"] == ("copy" if settings["loss"] == "dpo" else None)
+    assert sharded["reference"] == ("precomputed" if settings["objective"] == "dpo" else None)
+    assert single["reference"] == ("copy" if settings["objective"] == "dpo" else None)
     before = saved_weights_of(tiny_model_dir)
     after = saved_weights(tmp_path / "sharded")
     assert not [k for k in before if torch.equal(before[k], after[k])], "every parameter moves"
@@ -201,7 +201,7 @@ def test_fsdp_config_without_torchrun_is_refused(prepared, tiny_model_dir, mlflo
     (dict(lora=True), "lora with fsdp_config is not supported"),
     (dict(compile=True), "compile with fsdp_config is not supported"),
     (dict(gradient_checkpointing=True), "gradient_checkpointing with fsdp_config"),
-    (dict(loss="dpo", reference="copy"), "whole unsharded copy"),
+    (dict(objective="dpo", reference="copy"), "whole unsharded copy"),
 ])
 def test_options_never_run_sharded_are_refused(overrides, words, prepared, tiny_model_dir, mlflow_uri, tmp_path):
     cfg = train_config(prepared, tiny_model_dir, tmp_path / "out", mlflow_uri, fsdp_config=FSDP, **overrides)

@@ -137,7 +137,7 @@ def test_training_records_and_prints_whether_the_bypass_is_used(model, prepared,
     from amopo.train.loop import train
 
     folder = str(tiny_model_dir) if model == "llama" else _gemma4_folder(tmp_path, tiny_model_dir)
-    summary = train(train_config(prepared, folder, tmp_path / "run", mlflow_uri, loss="simpo", max_steps=1,
+    summary = train(train_config(prepared, folder, tmp_path / "run", mlflow_uri, objective="simpo", max_steps=1,
                                  packing=False))
     state = summary["fast_path"]["chunked_logprobs"]
     recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["fast_path"]["chunked_logprobs"]

@@ -139,8 +139,8 @@ def fsdp_trained(runner, workspace, mlflow_server, tmp_path_factory):
     image with the variables Kubeflow Trainer's torch runtime injects, logging to the MLflow server."""
     from amopo.cluster.launch_training import STEP_WORKSPACE, staged_config_file, step_trainjob
 
-    ok(runner.run(["amopo", "prepare", "--input", "/workspace/train.jsonl", "--eval-input", "/workspace/eval.jsonl",
-                   "--model", "/workspace/tiny", "--max-length", "128", "--output", "/workspace/prepared"]),
+    ok(runner.run(["amopo", "prepare", "--data-source", "/workspace/train.jsonl", "--eval-source", "/workspace/eval.jsonl",
+                   "--base-model", "/workspace/tiny", "--max-length", "128", "--output", "/workspace/prepared"]),
        "amopo prepare")
     # The server's default artifact root is S3 (clients write there themselves); this experiment's
     # artifacts go to the shared volume instead, as no S3 store runs here.
@@ -155,16 +155,16 @@ def fsdp_trained(runner, workspace, mlflow_server, tmp_path_factory):
         "from amopo.train.config import TrainConfig\n"
         "from amopo.cluster.launch_training import stage_inputs\n"
         "from pathlib import Path\n"
-        f"cfg = c.from_dict(TrainConfig, dict(data='/workspace/prepared', model='/workspace/tiny', loss='amopo',"
-        f" max_steps=2, batch_size=2, max_length=128, lr=1e-3, warmup_ratio=0.0, progress=False,"
-        f" eval_max_pairs=4, mlflow_tracking_uri={mlflow_server!r}, mlflow_experiment='image-test',"
+        f"cfg = c.from_dict(TrainConfig, dict(data='/workspace/prepared', base_model='/workspace/tiny', objective='amopo',"
+        f" max_steps=2, batch_size=2, max_length=128, learning_rate=1e-3, warmup_ratio=0.0, progress=False,"
+        f" heldout_max_pairs=4, mlflow_tracking_uri={mlflow_server!r}, mlflow_experiment='image-test',"
         f" output='/workspace/step-output'), 'train')\n"
         f"staged = stage_inputs(c.to_dict(cfg), Path({str(config_file.parent)!r}))\n"
         f"Path({str(config_file)!r}).write_text(c.dump_yaml(c.from_dict(TrainConfig, staged, 'train')))\n")
     ok(runner.run(["python3", "-c", stage]), "staging the TrainJob's inputs")
     manifest = step_trainjob(job, config_file, workspace=STEP_WORKSPACE, image=runner.image, namespace="amopo",
                              workspace_pvc="amopo-workspace", num_nodes=1, gpus_per_node=0, procs_per_node=2,
-                             accelerate_config="fsdp")
+                             distributed="fsdp")
     trainer = manifest["spec"]["trainer"]
     assert trainer["image"] == runner.image
     assert "--fsdp-config" in trainer["args"] and trainer["numProcPerNode"] == 2

@@ -71,7 +71,7 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_fast_path_under_autocast_agrees_with_fp32(lean_model, loss, precision, device):
     if device == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
-    cfg = TrainConfig(loss=loss, logprob_chunk_rows=7)   # packing, chunked log-probs, lean activations on
+    cfg = TrainConfig(objective=loss, logprob_chunk_rows=7)   # packing, chunked log-probs, lean activations on
     loss32, grads32 = _step(lean_model, cfg, device, None)
     loss_mp, grads_mp = _step(lean_model, cfg, device, DTYPES[precision])
     assert torch.all((loss_mp - loss32).abs() <= REL_TOL * loss32.abs().clamp_min(1.0)), (loss_mp, loss32)
@@ -124,12 +124,12 @@ def test_autocast_aware_keeps_one_variant_per_device_type():
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(loss="amopo", mixed_precision="bf16"),
-    dict(loss="simpo", mixed_precision="bf16"),
-    dict(loss="dpo", mixed_precision="bf16"),
-    dict(loss="modpo", mixed_precision="bf16"),
-    dict(loss="amopo", mixed_precision="fp16"),
-    dict(loss="amopo", mixed_precision="bf16", compile=True),
+    dict(objective="amopo", mixed_precision="bf16"),
+    dict(objective="simpo", mixed_precision="bf16"),
+    dict(objective="dpo", mixed_precision="bf16"),
+    dict(objective="modpo", mixed_precision="bf16"),
+    dict(objective="amopo", mixed_precision="fp16"),
+    dict(objective="amopo", mixed_precision="bf16", compile=True),
 ], ids=lambda o: "-".join(str(v) for v in o.values()))
 def test_training_in_mixed_precision_moves_every_parameter(prepared, tiny_model_dir, mlflow_uri, tmp_path,
                                                            overrides):

@@ -64,7 +64,7 @@ def _logits(model, cfg: TrainConfig, rows) -> tuple[torch.Tensor, dict]:
     (0.8, [1.25 * (0.1 * -2 + 0.1 * 0), 1.25 * (0.1 * 2 + 0.1 * -1), 0.0]),                  # −0.25, 0.125, 0
 ])
 def test_margin_uses_the_other_dimensions_scaled_as_modpo(model, weight, margins):
-    cfg = TrainConfig(loss="modpo", beta=0.1, modpo_weight=weight)
+    cfg = TrainConfig(objective="modpo", beta=0.1, modpo_weight=weight)
     for row, margin in zip(ROWS, margins):
         loss, sums = _logits(model, cfg, [row])
         # rewards/chosen = β·Δ_w with Δ = log π − 0; the loss's logit is (1/w)·β(Δ_w − Δ_l) − margin.
@@ -113,10 +113,10 @@ def test_modpo_run_without_another_scored_dimension_is_refused(tiny_model_dir, m
     from amopo.train.loop import train
 
     src = write_jsonl(tmp_path / "train.jsonl", answer_pairs(8))
-    prepare(PrepareConfig(input=str(src), output=str(tmp_path / "data"), dimensions=["overall", "helpfulness"],
+    prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "data"), dimensions=["overall", "helpfulness"],
                           eval_fraction=0.0), echo=None)
     with pytest.raises(ConfigError) as err:
-        train(train_config(tmp_path / "data", tiny_model_dir, tmp_path / "run", mlflow_uri, loss="modpo"))
+        train(train_config(tmp_path / "data", tiny_model_dir, tmp_path / "run", mlflow_uri, objective="modpo"))
     text = str(err.value)
     for part in ("modpo", "helpfulness", "modpo_objective", "reward_score", "overall, helpfulness",
                  str(tmp_path / "data" / "train.jsonl")):

@@ -46,7 +46,7 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("multinode-data")
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
     (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(4, offset=100)))
-    prepare(PrepareConfig(input=str(root / "train.jsonl"), eval_input=str(root / "eval.jsonl"),
+    prepare(PrepareConfig(data_source=str(root / "train.jsonl"), eval_source=str(root / "eval.jsonl"),
                           output=str(root / "data")))
     return root / "data"
 
@@ -69,7 +69,7 @@ def test_two_nodes_started_like_the_trainer_runtime_match_one_process(prepared, 
     from amopo.train.loop import train
 
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    flags = ["--data", str(prepared), "--model", str(tiny_model_dir), "--max-steps", "2", "--lr", "1e-3",
+    flags = ["--data", str(prepared), "--base-model", str(tiny_model_dir), "--max-steps", "2", "--learning-rate", "1e-3",
              "--max-length", "128", "--no-progress", "--no-eval-heldout", "--warmup-ratio", "0",
              "--mlflow-tracking-uri", mlflow_uri]
 
@@ -99,7 +99,7 @@ def test_two_nodes_started_like_the_trainer_runtime_match_one_process(prepared, 
 
     # One process, global batch 2, in this interpreter.
     out_one = tmp_path / "one-process"
-    cfg = TrainConfig(data=str(prepared), model=str(tiny_model_dir), output=str(out_one), max_steps=2, lr=1e-3,
+    cfg = TrainConfig(data=str(prepared), base_model=str(tiny_model_dir), output=str(out_one), max_steps=2, learning_rate=1e-3,
                       batch_size=2, max_length=128, progress=False, eval_heldout=False, warmup_ratio=0.0,
                       mlflow_tracking_uri=mlflow_uri)
     cfg.validate()

@@ -37,15 +37,15 @@ def _dimensions() -> list[str]:
 
 def check_train(cfg: TrainConfig) -> None:
     """``cfg`` trains as the script does (the script's names on the right)."""
-    assert RUN["stage"] == "amopo" and RUN["pref_loss"] == "simpo" and cfg.loss == "amopo"
+    assert RUN["stage"] == "amopo" and RUN["pref_loss"] == "simpo" and cfg.objective == "amopo"
     assert (cfg.effective_beta, cfg.gamma) == (RUN["pref_beta"], RUN["simpo_gamma"])
-    assert math.isclose(cfg.lr, RUN["learning_rate"], rel_tol=0, abs_tol=1e-15)
+    assert math.isclose(cfg.learning_rate, RUN["learning_rate"], rel_tol=0, abs_tol=1e-15)
     assert (cfg.max_steps, cfg.epochs) == (0, RUN["num_train_epochs"])
     assert RUN["lr_scheduler_type"] == "cosine"   # amopo's one schedule: linear warm-up, then cosine decay
     assert (cfg.warmup_ratio, cfg.max_grad_norm, cfg.weight_decay) == (RUN["warmup_ratio"], RUN["max_grad_norm"],
                                                                       RUN["weight_decay"])
     assert cfg.max_length == RUN["cutoff_len"] and cfg.seed == RUN["seed"]
-    assert (cfg.batch_size, cfg.grad_accum) == (RUN["per_device_train_batch_size"],
+    assert (cfg.batch_size, cfg.gradient_accumulation_steps) == (RUN["per_device_train_batch_size"],
                                                 RUN["gradient_accumulation_steps"])
     assert RUN["finetuning_type"] == "full" and not cfg.lora
     # Their released code: accumulated prompts and one softmax over the flattened batch x K vector.
@@ -69,7 +69,7 @@ def test_the_paper_folder_holds_the_prepare_config_and_a_train_config_and_values
 def test_the_prepare_config_loads_and_prepares_as_the_script():
     cfg = config_lib.resolve(PrepareConfig, PAPER / "prepare.yaml")
     check_prepare(cfg)
-    assert cfg.format == "amopo" and RUN["dataset"] == "help_steer2_train_format_po2"
+    assert cfg.data_format == "amopo" and RUN["dataset"] == "help_steer2_train_format_po2"
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -80,11 +80,11 @@ def test_each_train_config_loads_as_amopo_train_does_and_trains_as_the_script(si
     cfg = config_lib.resolve(TrainConfig, path)        # what `amopo train --config PATH` resolves
     check_train(cfg)
     model = f"Qwen2.5-{size.upper()}-Instruct"
-    assert cfg.model == f"Qwen/{model}" and model in RUN["models"]
+    assert cfg.base_model == f"Qwen/{model}" and model in RUN["models"]
     assert cfg.mixed_precision == "bf16" and cfg.fsdp_config == "configs/accelerate/fsdp.yaml"
     assert read_fsdp_config(ROOT / cfg.fsdp_config)["fsdp_version"] == 2
     assert f"--nproc-per-node {min(WORLD[size], 8)}" in path.read_text()   # the launch line in its header
-    global_batch = WORLD[size] * cfg.batch_size * cfg.grad_accum
+    global_batch = WORLD[size] * cfg.batch_size * cfg.gradient_accumulation_steps
     assert (global_batch == RUN["train_batch_size"]) == (size == "7b")
 
 
@@ -92,12 +92,12 @@ def _component_configs(p: dict) -> tuple[TrainConfig, PrepareConfig]:
     """The configs the pipeline's prepare and train steps build from these parameters (the option
     names of components/prepare.py and components/train.py)."""
     train = config_lib.from_dict(TrainConfig, {
-        **p["train_options"], "model": p["base_model"], "loss": p["objective"], "beta": p["beta"],
-        "gamma": p["gamma"], "lr": p["learning_rate"], "max_steps": p["max_steps"], "batch_size": p["batch_size"],
-        "grad_accum": p["grad_accum"], "max_length": p["max_length"], "eval_max_pairs": p["heldout_max_pairs"]},
+        **p["train_options"], "base_model": p["base_model"], "objective": p["objective"], "beta": p["beta"],
+        "gamma": p["gamma"], "learning_rate": p["learning_rate"], "max_steps": p["max_steps"], "batch_size": p["batch_size"],
+        "gradient_accumulation_steps": p["gradient_accumulation_steps"], "max_length": p["max_length"], "heldout_max_pairs": p["heldout_max_pairs"]},
         "train options")
     prepare = config_lib.from_dict(PrepareConfig, {
-        **p["prepare_options"], "input": p["data_source"], "format": p["data_format"], "max_length": p["max_length"],
+        **p["prepare_options"], "data_source": p["data_source"], "data_format": p["data_format"], "max_length": p["max_length"],
         "dimensions": p["dimensions"].split(",")}, "prepare options")
     return train, prepare
 
@@ -132,6 +132,6 @@ def test_each_values_file_submits_in_a_dry_run_and_runs_the_script_settings(size
     assert p["annotate_dimension"] == "instruction_following" and p["data_format"] == "helpsteer2"
     # The values file trains as the train config of the same model.
     same = config_lib.resolve(TrainConfig, PAPER / f"qwen2.5-{size}.yaml")
-    for key in ("model", "beta", "gamma", "lr", "epochs", "batch_size", "grad_accum", "max_length", "warmup_ratio",
+    for key in ("base_model", "beta", "gamma", "learning_rate", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "warmup_ratio",
                 "weight_decay", "max_grad_norm", "seed", "mixed_precision", "accumulate_prefixes", "flatten_softmax"):
         assert getattr(train, key) == getattr(same, key), key

@@ -309,7 +309,7 @@ def test_the_comparison_run_trains_each_objective_at_its_own_beta_and_nests_its_
     betas = {}
     for summary in run.glob("for-loop-*/train-model*/model/metrics.json"):
         trained = json.loads(summary.read_text())
-        betas[trained["loss"]] = trained["beta"]
+        betas[trained["objective"]] = trained["beta"]
     assert betas == {"amopo": 0.8, "dpo": 0.1}
     flat = json.loads(Path(first["comparison_dir"], "comparison.json").read_text())
     assert flat["objectives"] == ["amopo", "dpo"] and flat["best"] == first["best_objective"]

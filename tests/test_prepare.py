@@ -44,14 +44,14 @@ def siblings(folder: Path) -> list[str]:
 def test_writes_records_and_manifest(tmp_path, capsys):
     src = write_records(tmp_path / "in.jsonl", records(40))
     out = tmp_path / "out"
-    manifest = prepare(PrepareConfig(input=str(src), output=str(out)))
+    manifest = prepare(PrepareConfig(data_source=str(src), output=str(out)))
     assert sorted(p.name for p in out.iterdir()) == ["eval.jsonl", "prepare.json", "train.jsonl"]
     assert json.loads((out / "prepare.json").read_text()) == manifest
     n_train = len((out / "train.jsonl").read_text().splitlines())
     n_eval = len((out / "eval.jsonl").read_text().splitlines())
     assert manifest["counts"] == {"train": n_train, "eval": n_eval, "skipped": 0} and n_train + n_eval == 40
     assert 0 < n_eval < 12
-    assert manifest["source"] == {"input": str(src), "train": str(src), "eval": None, "format": "amopo"}
+    assert manifest["source"] == {"data_source": str(src), "train": str(src), "eval": None, "data_format": "amopo"}
     assert [(d["name"], d["low"], d["high"]) for d in manifest["dimensions"]] == [
         ("overall", None, None), ("helpfulness", 0, 4), ("correctness", 0, 4), ("instruction_following", 1, 5)]
     assert manifest["config"]["eval_fraction"] == 0.1 and manifest["tokenized"] is None
@@ -64,7 +64,7 @@ def test_writes_records_and_manifest(tmp_path, capsys):
 
 def test_eval_split_is_deterministic_and_keeps_equal_prompts_together(tmp_path):
     src = write_records(tmp_path / "in.jsonl", records(60, dup_every=3))
-    cfg = dict(input=str(src), eval_fraction=0.3, seed=1)
+    cfg = dict(data_source=str(src), eval_fraction=0.3, seed=1)
     prepare(PrepareConfig(output=str(tmp_path / "a"), **cfg), echo=None)
     prepare(PrepareConfig(output=str(tmp_path / "b"), **cfg), echo=None)
     for name in ("train.jsonl", "eval.jsonl"):
@@ -81,7 +81,7 @@ def test_eval_split_is_deterministic_and_keeps_equal_prompts_together(tmp_path):
 def test_eval_input_and_max_records(tmp_path):
     src = write_records(tmp_path / "in.jsonl", records(10))
     held = write_records(tmp_path / "held.jsonl", records(5))
-    manifest = prepare(PrepareConfig(input=str(src), eval_input=str(held), output=str(tmp_path / "o"),
+    manifest = prepare(PrepareConfig(data_source=str(src), eval_source=str(held), output=str(tmp_path / "o"),
                                      max_records=4), echo=None)
     assert manifest["counts"]["train"] == 4 and manifest["counts"]["eval"] == 4
     assert manifest["source"]["eval"] == str(held)
@@ -92,7 +92,7 @@ def test_bad_input_writes_nothing(tmp_path, case):
     src = write_lines(tmp_path / "in.jsonl", [GOOD, "", BAD_LINES[case][0]])
     out = tmp_path / "out"
     with pytest.raises(DataError) as info:
-        prepare(PrepareConfig(input=str(src), output=str(out)), echo=None)
+        prepare(PrepareConfig(data_source=str(src), output=str(out)), echo=None)
     assert f"{src}:3" in str(info.value)
     fieldname = BAD_LINES[case][1]
     if fieldname:
@@ -103,21 +103,21 @@ def test_bad_input_writes_nothing(tmp_path, case):
 def test_bad_input_leaves_previous_output_untouched(tmp_path):
     out = tmp_path / "out"
     good = write_records(tmp_path / "good.jsonl", records(10))
-    prepare(PrepareConfig(input=str(good), output=str(out)), echo=None)
+    prepare(PrepareConfig(data_source=str(good), output=str(out)), echo=None)
     before = snapshot(out)
     bad = write_lines(tmp_path / "bad.jsonl", [GOOD, BAD_LINES["score out of range"][0]])
     with pytest.raises(DataError, match="bad.jsonl:2 field 'chosen.helpfulness'"):
-        prepare(PrepareConfig(input=str(bad), output=str(out)), echo=None)
+        prepare(PrepareConfig(data_source=str(bad), output=str(out)), echo=None)
     assert snapshot(out) == before
     assert siblings(out) == ["bad.jsonl", "good.jsonl", "out"]
 
 
 def test_replaces_a_previous_output_and_refuses_other_folders(tmp_path):
     out = tmp_path / "out"
-    prepare(PrepareConfig(input=str(write_records(tmp_path / "a.jsonl", records(10))), output=str(out)), echo=None)
-    prepare(PrepareConfig(input=str(write_records(tmp_path / "b.jsonl", records(6))), output=str(out)), echo=None)
+    prepare(PrepareConfig(data_source=str(write_records(tmp_path / "a.jsonl", records(10))), output=str(out)), echo=None)
+    prepare(PrepareConfig(data_source=str(write_records(tmp_path / "b.jsonl", records(6))), output=str(out)), echo=None)
     manifest = json.loads((out / "prepare.json").read_text())
-    assert manifest["source"]["input"].endswith("b.jsonl")
+    assert manifest["source"]["data_source"].endswith("b.jsonl")
     assert manifest["counts"]["train"] + manifest["counts"]["eval"] == 6
     assert siblings(out) == ["a.jsonl", "b.jsonl", "out"]
 
@@ -125,14 +125,14 @@ def test_replaces_a_previous_output_and_refuses_other_folders(tmp_path):
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty and holds no previous prepare output"):
-        prepare(PrepareConfig(input=str(tmp_path / "a.jsonl"), output=str(other)), echo=None)
+        prepare(PrepareConfig(data_source=str(tmp_path / "a.jsonl"), output=str(other)), echo=None)
     assert (other / "keep.txt").read_text() == "mine"
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="not a folder"):
-        prepare(PrepareConfig(input=str(tmp_path / "a.jsonl"), output=str(tmp_path / "afile")), echo=None)
+        prepare(PrepareConfig(data_source=str(tmp_path / "a.jsonl"), output=str(tmp_path / "afile")), echo=None)
     empty = tmp_path / "empty"
     empty.mkdir()
-    prepare(PrepareConfig(input=str(tmp_path / "a.jsonl"), output=str(empty)), echo=None)
+    prepare(PrepareConfig(data_source=str(tmp_path / "a.jsonl"), output=str(empty)), echo=None)
     assert (empty / "prepare.json").is_file()
 
 
@@ -140,7 +140,7 @@ def test_requested_dimension_absent_from_the_data(tmp_path):
     src = write_records(tmp_path / "in.jsonl", records(5))
     out = tmp_path / "out"
     with pytest.raises(DataError) as info:
-        prepare(PrepareConfig(input=str(src), output=str(out), dimensions=["overall", "honesty"]), echo=None)
+        prepare(PrepareConfig(data_source=str(src), output=str(out), dimensions=["overall", "honesty"]), echo=None)
     message = str(info.value)
     assert f"{src}:1 field 'chosen.honesty'" in message
     assert "dimensions in the data: correctness, helpfulness, instruction_following" in message
@@ -153,7 +153,7 @@ def test_unknown_dimension_in_the_data_gets_an_inferred_scale(tmp_path, caplog):
         r["chosen"]["humour"], r["rejected"]["humour"] = 6 + i % 3, 2
     src = write_records(tmp_path / "in.jsonl", recs)
     with caplog.at_level(logging.WARNING):
-        manifest = prepare(PrepareConfig(input=str(src), output=str(tmp_path / "o"), eval_fraction=0.0,
+        manifest = prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "o"), eval_fraction=0.0,
                                          dimensions=["humour", "helpfulness"]), echo=None)
     assert manifest["dimensions"][0] == {"name": "humour", "low": 2.0, "high": 8.0, "description": "humour",
                                          "inferred": True}
@@ -165,8 +165,8 @@ def test_missing_chosen_score_strict_and_skipped(tmp_path):
     del recs[2]["chosen"]["correctness"]
     src = write_records(tmp_path / "in.jsonl", recs)
     with pytest.raises(DataError, match="in.jsonl:3 field 'chosen.correctness': no score for requested"):
-        prepare(PrepareConfig(input=str(src), output=str(tmp_path / "o")), echo=None)
-    manifest = prepare(PrepareConfig(input=str(src), output=str(tmp_path / "o"), skip_invalid=True,
+        prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "o")), echo=None)
+    manifest = prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "o"), skip_invalid=True,
                                      eval_fraction=0.0), echo=None)
     assert manifest["invalid"]["by_reason"] == {"missing_score": 1} and manifest["counts"]["train"] == 5
 
@@ -174,7 +174,7 @@ def test_missing_chosen_score_strict_and_skipped(tmp_path):
 def test_skip_invalid_report_in_manifest_and_summary(tmp_path, capsys):
     lines = [GOOD, BAD_LINES["not json"][0], BAD_LINES["too long"][0], _other(GOOD), BAD_LINES["not json"][0]]
     src = write_lines(tmp_path / "in.jsonl", lines)
-    manifest = prepare(PrepareConfig(input=str(src), output=str(tmp_path / "o"), skip_invalid=True, max_chars=1000,
+    manifest = prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "o"), skip_invalid=True, max_chars=1000,
                                      dimensions=["overall", "helpfulness"], eval_fraction=0.0))
     assert manifest["invalid"]["skipped"] == 3
     assert manifest["invalid"]["by_reason"] == {"not_json": 2, "too_long": 1}
@@ -190,25 +190,25 @@ def test_helpsteer2_and_ultrafeedback_formats(data_dir, tmp_path, tiny_tokenizer
     hs2 = str(data_dir / "helpsteer2_small.jsonl")
     with pytest.raises(DataError, match="'instruction_following' is requested .* dimensions in the data: "
                                         "coherence, complexity, correctness, helpfulness, verbosity"):
-        prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"),
+        prepare(PrepareConfig(data_source=hs2, data_format="helpsteer2", output=str(tmp_path / "h"),
                               dimensions=["overall", "helpfulness", "instruction_following"]), echo=None)
-    defaults = prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0),
+    defaults = prepare(PrepareConfig(data_source=hs2, data_format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0),
                        echo=None)   # raw HelpSteer2 has what its defaults ask for
     assert [d["name"] for d in defaults["dimensions"]] == ["overall", "helpfulness", "correctness", "coherence"]
-    manifest = prepare(PrepareConfig(input=hs2, format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0,
+    manifest = prepare(PrepareConfig(data_source=hs2, data_format="helpsteer2", output=str(tmp_path / "h"), eval_fraction=0.0,
                                      dimensions=["overall", "helpfulness", "verbosity"]), echo=None)
     assert manifest["counts"]["train"] == 2 and manifest["build"]["train"]["ties_dropped"] == 1
 
     uf = str(data_dir / "ultrafeedback_small.jsonl")
-    defaults = prepare(PrepareConfig(input=uf, format="ultrafeedback", output=str(tmp_path / "u"), eval_fraction=0.0),
+    defaults = prepare(PrepareConfig(data_source=uf, data_format="ultrafeedback", output=str(tmp_path / "u"), eval_fraction=0.0),
                        echo=None)
     assert [d["name"] for d in defaults["dimensions"]] == ["overall", "helpfulness", "truthfulness",
                                                            "instruction_following"]
     dims = ["overall", "helpfulness", "honesty"]
     with pytest.raises(DataError, match="ultrafeedback_small.jsonl:2 field 'chosen.honesty'"):  # N/A there
-        prepare(PrepareConfig(input=uf, format="ultrafeedback", output=str(tmp_path / "u"), dimensions=dims),
+        prepare(PrepareConfig(data_source=uf, data_format="ultrafeedback", output=str(tmp_path / "u"), dimensions=dims),
                 echo=None)
-    manifest = prepare(PrepareConfig(input=uf, format="ultrafeedback", output=str(tmp_path / "u"), dimensions=dims,
+    manifest = prepare(PrepareConfig(data_source=uf, data_format="ultrafeedback", output=str(tmp_path / "u"), dimensions=dims,
                                      skip_invalid=True, eval_fraction=0.0), echo=None)
     assert manifest["counts"]["train"] == 1 and manifest["invalid"]["by_reason"] == {"missing_score": 1}
     assert manifest["dimensions"][1]["high"] == 5  # UltraFeedback helpfulness is 1–5
@@ -219,9 +219,9 @@ def test_helpsteer2_and_ultrafeedback_formats(data_dir, tmp_path, tiny_tokenizer
 def test_prepare_with_a_model_fills_the_cache(tmp_path, tiny_model_dir, tiny_tokenizer, capsys):
     src = write_records(tmp_path / "in.jsonl", records(12))
     out = tmp_path / "out"
-    manifest = prepare(PrepareConfig(input=str(src), output=str(out), model=str(tiny_model_dir), max_length=96))
+    manifest = prepare(PrepareConfig(data_source=str(src), output=str(out), base_model=str(tiny_model_dir), max_length=96))
     tok = manifest["tokenized"]
-    assert tok["model"] == str(tiny_model_dir) and set(tok["splits"]) == {"train", "eval"}
+    assert tok["base_model"] == str(tiny_model_dir) and set(tok["splits"]) == {"train", "eval"}
     assert tok["splits"]["train"]["kept"] == manifest["counts"]["train"]
     assert (out / "tokenized" / tok["splits"]["train"]["cache"] / "rows.arrow").is_file()
     assert "tokenised train for" in capsys.readouterr().out
@@ -240,23 +240,23 @@ def test_sample_input(tmp_path):
 
 def test_config_from_yaml_flags_and_validation(tmp_path):
     yaml_file = tmp_path / "prepare.yaml"
-    yaml_file.write_text("input: data.jsonl\ndimensions: [overall, helpfulness]\nmax_length: 512\n")
+    yaml_file.write_text("data_source: data.jsonl\ndimensions: [overall, helpfulness]\nmax_length: 512\n")
     parser = argparse.ArgumentParser()
     add_arguments(parser, PrepareConfig)
     flags = vars(parser.parse_args(["--max-length", "256", "--skip-invalid", "--tie-rule", "drop"]))
     cfg = resolve(PrepareConfig, yaml_file, flags)
-    assert (cfg.input, cfg.dimensions, cfg.max_length, cfg.skip_invalid, cfg.tie_rule) == (
+    assert (cfg.data_source, cfg.dimensions, cfg.max_length, cfg.skip_invalid, cfg.tie_rule) == (
         "data.jsonl", ["overall", "helpfulness"], 256, True, "drop")
     assert "Output folder" in parser.format_help()
-    for bad in ({"format": "csv"}, {"uf_rejected": "best"}, {"score_source": "rejected"}, {"eval_fraction": 1.0},
-                {"dimensions": []}, {"max_records": 0}, {"input": "sample", "format": "helpsteer2"}):
+    for bad in ({"data_format": "csv"}, {"uf_rejected": "best"}, {"score_source": "rejected"}, {"eval_fraction": 1.0},
+                {"dimensions": []}, {"max_records": 0}, {"data_source": "sample", "data_format": "helpsteer2"}):
         with pytest.raises(ConfigError):
             resolve(PrepareConfig, None, bad)
     with pytest.raises(ConfigError, match="hub datasets are read for the helpsteer2 and ultrafeedback formats"):
-        prepare(PrepareConfig(input="someone/prefs", output=str(tmp_path / "o")), echo=None)
+        prepare(PrepareConfig(data_source="someone/prefs", output=str(tmp_path / "o")), echo=None)
     src = write_records(tmp_path / "in.jsonl", records(4))
     with pytest.raises(ConfigError, match="requested twice: helpfulness"):
-        prepare(PrepareConfig(input=str(src), output=str(tmp_path / "o"),
+        prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "o"),
                               dimensions=["helpfulness", "overall", "helpfulness"]), echo=None)
 
 
@@ -264,5 +264,5 @@ def test_model_budget_too_small_writes_nothing(tmp_path, tiny_model_dir):
     src = write_records(tmp_path / "in.jsonl", records(6))
     out = tmp_path / "out"
     with pytest.raises(DataError, match=r"in.jsonl field 'max_length': no train pair fits max_length=20"):
-        prepare(PrepareConfig(input=str(src), output=str(out), model=str(tiny_model_dir), max_length=20), echo=None)
+        prepare(PrepareConfig(data_source=str(src), output=str(out), base_model=str(tiny_model_dir), max_length=20), echo=None)
     assert siblings(out) == ["in.jsonl"]

@@ -175,7 +175,7 @@ def _comparable(rows) -> str:
 def prepared_dir(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in _records(12)))
-    prepare(PrepareConfig(input=str(src), output=str(tmp_path / "prepared"), eval_fraction=0.25), echo=None)
+    prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "prepared"), eval_fraction=0.25), echo=None)
     return tmp_path / "prepared"
 
 
@@ -249,7 +249,7 @@ def test_nothing_fits_is_an_error(prepared_dir, tiny_tokenizer):
 def test_empty_eval_split_gives_no_rows(tmp_path, tiny_tokenizer):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in _records(3)))
-    prepare(PrepareConfig(input=str(src), output=str(tmp_path / "p"), eval_fraction=0.0), echo=None)
+    prepare(PrepareConfig(data_source=str(src), output=str(tmp_path / "p"), eval_fraction=0.0), echo=None)
     result = load_tokenized(tmp_path / "p", tiny_tokenizer, "eval", max_length=256, show_progress=False)
     assert len(result.rows) == 0 and result.report["examples"] == 0
 

@@ -30,8 +30,8 @@ def gapped(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("gapped")
     records = answer_pairs(8)
     records[2]["prompt"] = "Question 2: " + " ".join(["what is the value of the water and the cat"] * 10) + "?"
-    prepare(PrepareConfig(input=str(write_jsonl(root / "train.jsonl", records)),
-                          eval_input=str(write_jsonl(root / "eval.jsonl", answer_pairs(4, offset=100))),
+    prepare(PrepareConfig(data_source=str(write_jsonl(root / "train.jsonl", records)),
+                          eval_source=str(write_jsonl(root / "eval.jsonl", answer_pairs(4, offset=100))),
                           output=str(root / "data")), echo=None)
     return root / "data"
 
@@ -49,7 +49,7 @@ def _session(cfg):
 
 def _reference_table(session) -> torch.Tensor:
     """[rows, 2] reference log-probs (chosen, rejected) of every training row, asked of the session's
-    reference in batches of eval_batch_size laid out as micro_step lays them out."""
+    reference in batches of heldout_batch_size laid out as micro_step lays them out."""
     from amopo.train.batching import collate
     from amopo.train.forward import supports_block_mask
     from amopo.train.packing import collate_packed
@@ -57,8 +57,8 @@ def _reference_table(session) -> torch.Tensor:
     cfg, rows, device = session.cfg, session.rows, session.accelerator.device
     packed = cfg.packing and supports_block_mask(session.model)
     parts = []
-    for start in range(0, len(rows), cfg.eval_batch_size):
-        chunk = rows[start:start + cfg.eval_batch_size]
+    for start in range(0, len(rows), cfg.heldout_batch_size):
+        chunk = rows[start:start + cfg.heldout_batch_size]
         batch = (collate_packed if packed else collate)(chunk, False, session.tokenizer.pad_token_id)
         logp = session.reference_logps(chunk, {n: t.to(device) for n, t in batch.items()})
         parts.append(torch.stack([logp[:len(chunk)], logp[len(chunk):]], dim=1).float().cpu())
@@ -70,7 +70,7 @@ def _history(out: Path) -> list[dict]:
 
 
 def test_precomputed_reference_covers_a_split_with_a_dropped_pair(gapped, tiny_model_dir, mlflow_uri, tmp_path):
-    common = dict(loss="dpo", max_length=GAP_MAX_LENGTH, mixed_precision="no")
+    common = dict(objective="dpo", max_length=GAP_MAX_LENGTH, mixed_precision="no")
     with _session(train_config(gapped, tiny_model_dir, tmp_path / "copy", mlflow_uri, reference="copy",
                                **common)) as s:
         ids = [row["id"] for row in s.rows]
@@ -93,7 +93,7 @@ def test_precomputed_reference_covers_a_split_with_a_dropped_pair(gapped, tiny_m
 
 
 def test_copy_reference_gives_zero_log_ratios_at_step_0_under_bf16(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    summary = train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, loss="dpo",
+    summary = train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, objective="dpo",
                                  reference="copy", mixed_precision="bf16", max_steps=1))
     assert (summary["mixed_precision"], summary["reference"]) == ("bf16", "copy")
     first = _history(tmp_path / "run")[0]
@@ -104,7 +104,7 @@ def test_copy_reference_gives_zero_log_ratios_at_step_0_under_bf16(prepared, tin
 
 
 def test_copy_and_precomputed_references_agree_under_bf16(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    common = dict(loss="dpo", mixed_precision="bf16")
+    common = dict(objective="dpo", mixed_precision="bf16")
     with _session(train_config(prepared, tiny_model_dir, tmp_path / "copy", mlflow_uri, reference="copy",
                                **common)) as s:
         copied = _reference_table(s)

@@ -73,7 +73,7 @@ def test_the_mapping_reads_each_distinct_response_of_the_prepared_splits(tmp_pat
 
     train = write_jsonl(tmp_path / "train.jsonl", verbosity_pairs(verbosity_prompts(3)))
     held = write_jsonl(tmp_path / "eval.jsonl", verbosity_pairs(verbosity_prompts(1, offset=50)))
-    prepare(PrepareConfig(input=str(train), eval_input=str(held), output=str(tmp_path / "data"),
+    prepare(PrepareConfig(data_source=str(train), eval_source=str(held), output=str(tmp_path / "data"),
                           dimensions=["verbosity"]), echo=None)
     responses = steer_length.data_responses(tmp_path / "data", "verbosity")
     assert sorted(responses) == sorted([(SHORT_ANSWER, 0.0), (LONG_ANSWER, 4.0)])
@@ -93,7 +93,7 @@ def test_evaluate_reports_verbosity_by_length_for_the_model_and_its_base(tiny_mo
     instructions = write_jsonl(tmp_path / "instructions.jsonl",
                                [{"id": str(i), "instruction": p} for i, p in enumerate(prompts[:4])])
     out = tmp_path / "eval"
-    cfg = EvaluateConfig(model=str(model), judge=str(tiny_model_dir), judge_top_k=10_000, pairwise=False, tasks=[],
+    cfg = EvaluateConfig(model=str(model), judge=str(tiny_model_dir), judge_top_k=10_000, pairwise=False, lm_eval_tasks=[],
                          data=str(tmp_path / "steer" / "data"), instructions=str(instructions),
                          num_instructions=0, steer_num_instructions=4, max_new_tokens=48, max_length=256,
                          steer_bootstrap=20, output=str(out), mlflow_tracking_uri=mlflow_uri, progress=False)

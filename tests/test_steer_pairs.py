@@ -51,7 +51,7 @@ def lines(path: Path) -> list[dict]:
 def run(tmp_path: Path, recs: list[dict], name: str = "out", eval_recs: list[dict] | None = None, **options) -> dict:
     src = write_records(tmp_path / f"{name}-train.jsonl", recs)
     held = write_records(tmp_path / f"{name}-eval.jsonl", eval_recs or recs[:1])
-    return prepare(PrepareConfig(input=str(src), eval_input=str(held), output=str(tmp_path / name),
+    return prepare(PrepareConfig(data_source=str(src), eval_source=str(held), output=str(tmp_path / name),
                                  dimensions=DIMS, **options), echo=None)
 
 
@@ -131,7 +131,7 @@ def test_steering_dimension_needs_every_prepared_score_on_both_sides():
 def test_bad_steer_options_write_nothing(tmp_path):
     recs = mixed_records()
     with pytest.raises(ConfigError, match="none of the prepared dimensions .* is steerable"):
-        prepare(PrepareConfig(input=str(write_records(tmp_path / "in.jsonl", recs)), output=str(tmp_path / "o"),
+        prepare(PrepareConfig(data_source=str(write_records(tmp_path / "in.jsonl", recs)), output=str(tmp_path / "o"),
                               dimensions=["overall", "helpfulness"], steer_both_orientations=True), echo=None)
     for options, message in (({"steer_dimensions": ["overall"]}, "not a scored dimension being prepared"),
                              ({"steer_dimensions": ["correctness"]}, "not a scored dimension being prepared")):

@@ -192,7 +192,7 @@ def steer_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("steer-data")
     write_jsonl(root / "train.jsonl", _records(6))
     write_jsonl(root / "eval.jsonl", _records(6, offset=10))
-    prepare(PrepareConfig(input=str(root / "train.jsonl"), eval_input=str(root / "eval.jsonl"),
+    prepare(PrepareConfig(data_source=str(root / "train.jsonl"), eval_source=str(root / "eval.jsonl"),
                           dimensions=[d.name for d in DIMS], output=str(root / "data")), echo=None)
     return root / "data"
 
@@ -236,7 +236,7 @@ def conditioned_model(tmp_path, tiny_model_dir):
     train = tmp_path / "train"
     shutil.copytree(tiny_model_dir, train / "model")
     (train / "model" / CONDITIONING_FILE).write_text(json.dumps(SPEC))
-    (train / "train_config.yaml").write_text(f"model: {tiny_model_dir}\n")
+    (train / "train_config.yaml").write_text(f"base_model: {tiny_model_dir}\n")
     return train / "model"
 
 
@@ -254,9 +254,10 @@ def test_evaluate_reports_steerability_without_showing_the_judge_the_request(con
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "eval"
     cfg = EvaluateConfig(model=str(conditioned_model), judge=str(tiny_model_dir), judge_top_k=10_000, pairwise=False,
-                         tasks=[], data=str(steer_data), num_instructions=6, steer_num_instructions=2,
+                         lm_eval_tasks=[], data=str(steer_data), num_instructions=6, steer_num_instructions=2,
                          max_new_tokens=4, max_length=256, steer_bootstrap=20, steer_side_effects=True,
-                         output=str(out), mlflow_tracking_uri=uri, progress=False)
+                         steer_dimensions=["helpfulness", "verbosity"], output=str(out), mlflow_tracking_uri=uri,
+                         progress=False)
     cfg.validate()
     summary = evaluate(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -307,7 +308,7 @@ def test_steering_can_be_turned_off_and_bad_dimensions_fail_first(conditioned_mo
                                                                   tmp_path):
     from amopo.evaluate.evaluate import EvaluateConfig, evaluate
 
-    base = dict(model=str(conditioned_model), judge=str(tiny_model_dir), pairwise=False, tasks=[],
+    base = dict(model=str(conditioned_model), judge=str(tiny_model_dir), pairwise=False, lm_eval_tasks=[],
                 data=str(steer_data), max_length=256, progress=False, mlflow=False)
     with pytest.raises(ConfigError, match="steer_dimensions: correctness not a scored dimension"):
         evaluate(EvaluateConfig(**base, steer_dimensions=["correctness"], output=str(tmp_path / "bad")))
@@ -316,3 +317,26 @@ def test_steering_can_be_turned_off_and_bad_dimensions_fail_first(conditioned_mo
     off = json.loads((tmp_path / "off" / "metrics.json").read_text())
     assert "pref_accuracy/plain" in off and not [k for k in off if k.startswith("steer")]
     assert not (tmp_path / "off" / "steerability.png").exists()
+
+
+def test_by_default_only_the_dimensions_the_model_was_trained_to_steer_are_measured():
+    from amopo.evaluate.steerability import spec_dimensions
+
+    dims = [{"name": "overall"}, {"name": "helpfulness", "low": 0, "high": 4}, {"name": "verbosity", "low": 0, "high": 4}]
+    names = lambda spec, *req: [d.name for d in spec_dimensions(spec, req)]   # noqa: E731
+    assert names({"dimensions": dims, "steer_trained": ["verbosity"]}) == ["verbosity"]
+    assert names({"dimensions": dims, "steer_trained": []}) == []
+    assert names({"dimensions": dims}) == ["helpfulness", "verbosity"]   # a spec from before steer_trained
+    assert names({"dimensions": dims, "steer_trained": []}, "helpfulness") == ["helpfulness"]   # asked for
+
+
+def test_prepare_records_the_dimensions_its_train_split_shows_both_ways(tmp_path):
+    from amopo.data.prepare import PrepareConfig, prepare
+
+    plain = prepare(PrepareConfig(data_source="sample", output=str(tmp_path / "a"),
+                                  dimensions=["overall", "helpfulness", "verbosity"]), echo=None)
+    steer = prepare(PrepareConfig(data_source="sample", output=str(tmp_path / "b"),
+                                  dimensions=["overall", "helpfulness", "verbosity"], steer_both_orientations=True),
+                    echo=None)
+    # the sample's verbosity pairs prefer the fuller answer; only their reversals show the other way
+    assert plain["steer_trained"] == [] and steer["steer_trained"] == ["verbosity"]

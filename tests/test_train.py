@@ -42,7 +42,7 @@ def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_d
     import mlflow
     mlflow.set_tracking_uri(mlflow_uri)
     run = mlflow.get_run(summary["mlflow_run_id"])
-    assert run.data.params["loss"] == "amopo"
+    assert run.data.params["objective"] == "amopo"
     assert "accuracy/correctness" in run.data.metrics
     client = mlflow.MlflowClient()
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
@@ -51,8 +51,8 @@ def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_d
 
 
 def test_gradient_accumulation_matches_the_bigger_batch(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    big = train_config(prepared, tiny_model_dir, tmp_path / "big", mlflow_uri, batch_size=4, grad_accum=1)
-    small = train_config(prepared, tiny_model_dir, tmp_path / "small", mlflow_uri, batch_size=1, grad_accum=4)
+    big = train_config(prepared, tiny_model_dir, tmp_path / "big", mlflow_uri, batch_size=4, gradient_accumulation_steps=1)
+    small = train_config(prepared, tiny_model_dir, tmp_path / "small", mlflow_uri, batch_size=1, gradient_accumulation_steps=4)
     train(big)
     train(small)
     assert_same_weights(saved_weights(tmp_path / "big"), saved_weights(tmp_path / "small"))
@@ -81,12 +81,12 @@ def test_precomputed_reference_equals_the_frozen_copy_and_is_read_back(prepared,
 
     for old in prepared.glob("tokenized/*/reference"):
         shutil.rmtree(old)
-    copied = train(train_config(prepared, tiny_model_dir, tmp_path / "copy", mlflow_uri, loss="dpo", reference="copy"))
-    first = train(train_config(prepared, tiny_model_dir, tmp_path / "pre", mlflow_uri, loss="modpo",
+    copied = train(train_config(prepared, tiny_model_dir, tmp_path / "copy", mlflow_uri, objective="dpo", reference="copy"))
+    first = train(train_config(prepared, tiny_model_dir, tmp_path / "pre", mlflow_uri, objective="modpo",
                                reference="precomputed"))
     assert "computed once by the initial policy" in capsys.readouterr().out
     assert len(list(prepared.glob("tokenized/*/reference/*.pt"))) == 1
-    again = train(train_config(prepared, tiny_model_dir, tmp_path / "again", mlflow_uri, loss="dpo",
+    again = train(train_config(prepared, tiny_model_dir, tmp_path / "again", mlflow_uri, objective="dpo",
                                reference="precomputed"))
     assert "pairs read from" in capsys.readouterr().out   # dpo and modpo share the reference sums
     assert (copied["reference"], first["reference"], again["reference"]) == ("copy", "precomputed", "precomputed")
@@ -96,12 +96,12 @@ def test_precomputed_reference_equals_the_frozen_copy_and_is_read_back(prepared,
 
 
 @pytest.mark.parametrize("overrides", [
-    dict(loss="simpo"),
-    dict(loss="dpo"),
-    dict(loss="modpo", modpo_weight=0.5),
-    dict(loss="amopo", weighting="mean", flatten_softmax=True, sft_weight=0.1),
-    dict(loss="dpo", lora=True, lora_r=4, lora_alpha=8),
-    dict(loss="amopo", lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True),
+    dict(objective="simpo"),
+    dict(objective="dpo"),
+    dict(objective="modpo", modpo_weight=0.5),
+    dict(objective="amopo", weighting="mean", flatten_softmax=True, sft_weight=0.1),
+    dict(objective="dpo", lora=True, lora_r=4, lora_alpha=8),
+    dict(objective="amopo", lora=True, lora_r=4, lora_alpha=8, gradient_checkpointing=True),
 ], ids=["simpo", "dpo", "modpo", "amopo-ablation", "dpo-lora-adapter-reference", "amopo-lora-ckpt"])
 def test_every_objective_trains(prepared, tiny_model_dir, mlflow_uri, tmp_path, overrides):
     summary = train(train_config(prepared, tiny_model_dir, tmp_path / "run", mlflow_uri, **overrides))
@@ -111,7 +111,7 @@ def test_every_objective_trains(prepared, tiny_model_dir, mlflow_uri, tmp_path, 
     assert not any("lora" in k for k in weights), "LoRA must be merged into the written model"
     before = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
     assert any(not torch.equal(before[k], weights[k]) for k in before)
-    if overrides["loss"] in ("dpo", "modpo") and not overrides.get("lora"):
+    if overrides["objective"] in ("dpo", "modpo") and not overrides.get("lora"):
         # The reference is the initial policy: at step 1 the implicit rewards are exactly zero.
         assert history[0]["margin/plain"] == pytest.approx(0.0, abs=1e-6)
     assert summary["steps"] == 2
@@ -125,8 +125,8 @@ def test_heldout_preference_accuracy_improves_on_the_sample_set(mlflow_uri, tmp_
 
     model = build_tiny_model(tmp_path / "tiny", texts=sample_path("train").read_text().splitlines(),
                              vocab_size=1024, hidden_size=64)
-    prepare(PrepareConfig(input="sample", output=str(tmp_path / "data")))
-    summary = train(train_config(tmp_path / "data", model, tmp_path / "run", mlflow_uri, max_steps=30, lr=3e-3,
+    prepare(PrepareConfig(data_source="sample", output=str(tmp_path / "data")))
+    summary = train(train_config(tmp_path / "data", model, tmp_path / "run", mlflow_uri, max_steps=30, learning_rate=3e-3,
                          batch_size=4, max_length=256, gamma=0.5, eval_heldout=True))
     base, final = summary["heldout_base"], summary["heldout_final"]
     assert base["pairs"] == final["pairs"] > 50
@@ -144,7 +144,7 @@ def _torchrun(args: list[str], env: dict, nproc: int, extra: list[str] = ()) -> 
 
 @pytest.mark.slow
 def test_two_processes_match_one_at_equal_global_batch(prepared, tiny_model_dir, mlflow_uri, tmp_path):
-    common = ["--data", str(prepared), "--model", str(tiny_model_dir), "--max-steps", "2", "--lr", "1e-3",
+    common = ["--data", str(prepared), "--base-model", str(tiny_model_dir), "--max-steps", "2", "--learning-rate", "1e-3",
               "--max-length", "128", "--no-progress", "--no-eval-heldout", "--warmup-ratio", "0",
               "--mlflow-tracking-uri", mlflow_uri]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -163,23 +163,23 @@ def test_cli_prepare_and_train_end_to_end(tiny_model_dir, mlflow_uri, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in answer_pairs(12)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
     amopo = [sys.executable, "-m", "amopo"]
-    prep = subprocess.run(amopo + ["prepare", "--input", str(data), "--output", str(tmp_path / "data"),
-                                   "--model", str(tiny_model_dir)], capture_output=True, text=True, env=env)
+    prep = subprocess.run(amopo + ["prepare", "--data-source", str(data), "--output", str(tmp_path / "data"),
+                                   "--base-model", str(tiny_model_dir)], capture_output=True, text=True, env=env)
     assert prep.returncode == 0, prep.stderr
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(f"data: {tmp_path / 'data'}\nmodel: {tiny_model_dir}\nmax_steps: 1\nmax_length: 128\n")
+    cfg.write_text(f"data: {tmp_path / 'data'}\nbase_model: {tiny_model_dir}\nmax_steps: 1\nmax_length: 128\n")
     res = subprocess.run(amopo + ["train", "--config", str(cfg), "--output", str(tmp_path / "out"),
-                                  "--batch-size", "2", "--lr", "1e-4", "--no-progress"],
+                                  "--batch-size", "2", "--learning-rate", "1e-4", "--no-progress"],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"model_dir: {tmp_path / 'out' / 'model'}" in res.stdout and (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
 
 def test_cli_reports_bad_options_in_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path), "--loss", "ppo"],
+    res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path), "--objective", "ppo"],
                          capture_output=True, text=True)
     assert res.returncode == 2
-    assert "loss 'ppo' is not one of amopo, simpo, dpo, modpo" in res.stderr
+    assert "objective 'ppo' is not one of amopo, simpo, dpo, modpo" in res.stderr
     assert "Traceback" not in res.stderr
     res = subprocess.run([sys.executable, "-m", "amopo", "train", "--data", str(tmp_path / "none")],
                          capture_output=True, text=True)

@@ -9,7 +9,7 @@ one more dimension with a judge, and write the file back in the same format for 
     run.py       annotate(): the step and its report
 
 The AMoPO authors added an instruction_following score (1–5) to HelpSteer2 with a strong judge;
-``amopo annotate --input helpsteer2.jsonl --output annotated.jsonl`` does the same with any judge,
+``amopo annotate --data-source helpsteer2.jsonl --output annotated.jsonl`` does the same with any judge,
 after which the default dimensions prepare. Counts in the report: ``asked`` verdicts requested from
 the judge in this run; ``from_cache`` responses answered without asking (cached by an earlier
 run, or the same prompt and response met earlier in the input).

@@ -17,11 +17,11 @@ OUTPUT_SUFFIXES = {"helpsteer2": (".jsonl", ".parquet"), "amopo": (".jsonl",)}
 
 @dataclass
 class AnnotateConfig:
-    input: str = field("", help="Data to annotate: raw HelpSteer2 rows (.jsonl/.jsonl.gz/.parquet or a hub name "
+    data_source: str = field("", help="Data to annotate: raw HelpSteer2 rows (.jsonl/.jsonl.gz/.parquet or a hub name "
                                 "'owner/name[:split]') or AMoPO records (.jsonl)")
     output: str = field("", help="Annotated data file in the same format (.jsonl, or .parquet for helpsteer2); "
                                  "replaced atomically")
-    format: str = field("helpsteer2", help="Input format: helpsteer2 (one row per prompt/response) or amopo "
+    data_format: str = field("helpsteer2", help="Input format: helpsteer2 (one row per prompt/response) or amopo "
                                            "(prompt/chosen/rejected records)")
     dimension: str = field("instruction_following", help="Dimension the judge scores, on its registry scale "
                                                          "(instruction_following 1-5; HelpSteer2 attributes 0-4); "
@@ -29,7 +29,7 @@ class AnnotateConfig:
     judge: str = field(EMBEDDED_SMOLLM2, help="judge: a local Hugging Face model (scores by the probabilities of "
                                               "the level tokens; the expected level is rounded to the nearest "
                                               "level, halves up) or an OpenAI-compatible endpoint URL")
-    judge_name: str | None = field(None, help="served model name at the judge endpoint; unset: the first one it lists")
+    judge_model_name: str | None = field(None, help="served model name at the judge endpoint; unset: the first one it lists")
     judge_api_key_env: str | None = field(None, help="environment variable holding the judge endpoint's API key")
     prompts: str = field("v1", help="rubric prompt: a shipped version (v1) or a YAML file of your own")
     judge_top_k: int = field(20, help="local judge: a verdict is unparseable unless a level token is among "
@@ -48,11 +48,11 @@ class AnnotateConfig:
     progress: bool = field(True, help="show a progress bar")
 
     def validate(self) -> None:
-        for name in ("input", "output"):
+        for name in ("data_source", "output"):
             if not str(getattr(self, name)).strip():
                 raise ConfigError(f"option '{name}': a file is needed")
-        if self.format not in FORMATS:
-            raise ConfigError(f"option 'format': expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.data_format not in FORMATS:
+            raise ConfigError(f"option 'data_format': expected one of {', '.join(FORMATS)}, got {self.data_format!r}")
         self.scored_dimension()
         for name in ("judge_top_k", "judge_batch_size", "judge_max_tokens", "concurrency", "chunk_size", "max_chars"):
             if getattr(self, name) < 1:
@@ -60,11 +60,11 @@ class AnnotateConfig:
         if self.retries < 0 or self.timeout <= 0:
             raise ConfigError(f"options 'retries' >= 0 and 'timeout' > 0 expected, got {self.retries} and "
                               f"{self.timeout}")
-        suffixes = OUTPUT_SUFFIXES[self.format]
+        suffixes = OUTPUT_SUFFIXES[self.data_format]
         if Path(self.output).suffix.lower() not in suffixes:
             raise ConfigError(f"option 'output': {self.output} must end in {' or '.join(suffixes)} for the "
-                              f"{self.format} format")
-        if Path(self.output).expanduser().resolve() == Path(self.input).expanduser().resolve():
+                              f"{self.data_format} format")
+        if Path(self.output).expanduser().resolve() == Path(self.data_source).expanduser().resolve():
             raise ConfigError(f"option 'output': {self.output} is the input file; write the annotated data "
                               "to a new file")
 

@@ -26,7 +26,7 @@ def build_judge(cfg, prompts: PromptSet):
     if not is_endpoint(cfg.judge):
         return LocalJudge(cfg.judge, prompts, top_k=cfg.judge_top_k, batch_size=cfg.judge_batch_size,
                           max_answer_chars=cfg.max_answer_chars, progress=False)
-    endpoint = ChatEndpoint(cfg.judge, cfg.judge_name, api_key_env=cfg.judge_api_key_env, retries=cfg.retries,
+    endpoint = ChatEndpoint(cfg.judge, cfg.judge_model_name, api_key_env=cfg.judge_api_key_env, retries=cfg.retries,
                             timeout=cfg.timeout)
     return EndpointJudge(endpoint, prompts, max_tokens=cfg.judge_max_tokens, concurrency=cfg.concurrency,
                          max_answer_chars=cfg.max_answer_chars, progress=False)

@@ -1,6 +1,6 @@
 """The ``annotate`` step: add a judge-scored dimension to the responses that lack it.
 
-    annotate(AnnotateConfig(input=..., output=..., format="helpsteer2", dimension="instruction_following"))
+    annotate(AnnotateConfig(data_source=..., output=..., data_format="helpsteer2", dimension="instruction_following"))
 
 1. Read and validate every row of the input (``sources``); any bad row stops the run first.
 2. For each response lacking the dimension, look its verdict up in the answer cache (``cache``),
@@ -46,7 +46,7 @@ def _check_judge(judge, prompts) -> None:
 def _summary(report: dict) -> list[str]:
     c = report["counts"]
     lines = [f"annotated {report['dimension']['name']} on {c['to_score']} of {c['responses']} responses "
-             f"({c['already_scored']} already scored) in {report['input']} -> {report['output_path']}",
+             f"({c['already_scored']} already scored) in {report['data_source']} -> {report['output_path']}",
              f"judge {report['judge'].get('judge', '-')}: {c['asked']} asked, {c['from_cache']} from the cache; "
              f"{c['scored']} scored, {c['unparseable']} unparseable"]
     if c["unparseable"]:
@@ -71,7 +71,7 @@ def annotate(cfg: AnnotateConfig, *, judge=None, echo: Callable[[str], None] | N
     out = Path(cfg.output).expanduser()
     if out.is_dir():
         raise ConfigError(f"option 'output': {out} is a folder; give a file name")
-    src = read_source(cfg.input, cfg.format, dim.name, max_chars=cfg.max_chars)
+    src = read_source(cfg.data_source, cfg.data_format, dim.name, max_chars=cfg.max_chars)
     cache = AnswerCache(cfg.cache_path())
     own = judge is None and bool(src.targets)
     if own:
@@ -112,7 +112,7 @@ def annotate(cfg: AnnotateConfig, *, judge=None, echo: Callable[[str], None] | N
             examples.append({"file": src.name, "line": target.line, "side": target.side, "raw": answer.raw[:300]})
 
     report = {
-        "input": src.name, "format": cfg.format, "dimension": dim.to_json(), "judge": identity,
+        "data_source": src.name, "data_format": cfg.data_format, "dimension": dim.to_json(), "judge": identity,
         "prompt": prompts.identity, "rounding": ROUNDING,
         "counts": {"rows": len(src.rows), "responses": src.responses, "already_scored": src.already_scored,
                    "to_score": len(keys), "asked": asked, "from_cache": len(keys) - asked, "scored": scored,

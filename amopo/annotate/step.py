@@ -21,11 +21,11 @@ from amopo.data.prepare import resolve_sources
 from amopo.errors import ConfigError
 
 RECORD = "annotation.json"
-RESERVED = ("input", "output", "format", "dimension", "judge", "judge_name")
+RESERVED = ("data_source", "output", "data_format", "dimension", "judge", "judge_model_name")
 
 
 def annotate_sources(folder: str | Path, data_source: str, data_format: str, eval_source: str, dimension: str, *,
-                     judge: str, judge_name: str | None = None, options: dict | None = None,
+                     judge: str, judge_model_name: str | None = None, options: dict | None = None,
                      echo: Callable[[str], None] | None = print) -> dict:
     """Annotate ``dimension`` on ``data_source`` (and ``eval_source``; for "sample", its two splits)
     into ``folder``/train.jsonl (and eval.jsonl), in ``data_format``; ``dimension`` "" annotates
@@ -49,8 +49,8 @@ def annotate_sources(folder: str | Path, data_source: str, data_format: str, eva
             if source is None:
                 continue
             name = f"{split}.jsonl"
-            cfg = AnnotateConfig(**{**options, "input": source, "output": str(folder / name), "format": fmt,
-                                    "dimension": dimension, "judge": judge, "judge_name": judge_name or None})
+            cfg = AnnotateConfig(**{**options, "data_source": source, "output": str(folder / name), "data_format": fmt,
+                                    "dimension": dimension, "judge": judge, "judge_model_name": judge_model_name or None})
             report = annotate(cfg, echo=echo)
             record["sources"][split], record["files"][split] = source, name
             record["counts"][split] = report["counts"]

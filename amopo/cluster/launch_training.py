@@ -24,7 +24,7 @@ from typing import Callable
 from amopo import config as config_lib
 from amopo.cluster.errors import ClusterError
 from amopo.cluster.run_trainjob import run_trainjob
-from amopo.cluster.trainjob import DEFAULT_RUNTIME, check_distributed, trainjob_manifest
+from amopo.cluster.trainjob import DEFAULT_RUNTIME, check_distributed, distributed_for, trainjob_manifest
 
 # Variables every trainer pod takes from optional Secrets (MLflow basic auth, S3 artifact store).
 SECRET_ENV = {
@@ -59,7 +59,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 def stage_inputs(options: dict, run_dir: Path) -> dict:
     """Copy the data (and a local base model) under ``run_dir``; the options with paths rewritten.
 
-    ``options`` are `amopo train` options as the step holds them (``data``, ``model``, ``output``
+    ``options`` are `amopo train` options as the step holds them (``data``, ``base_model``, ``output``
     are the step's own paths). A base model given by hub id or as ``embedded:...`` is left as it is:
     every pod resolves it itself.
     """
@@ -70,10 +70,10 @@ def stage_inputs(options: dict, run_dir: Path) -> dict:
     staged = dict(options)
     _copy_tree(data, run_dir / "data")
     staged["data"] = str(run_dir / "data")
-    model = str(options["model"])
+    model = str(options["base_model"])
     if not model.startswith("embedded:") and Path(model).is_dir():
         _copy_tree(Path(model), run_dir / "base")
-        staged["model"] = str(run_dir / "base")
+        staged["base_model"] = str(run_dir / "base")
     staged["output"] = str(run_dir / "train")
     return staged
 
@@ -101,19 +101,20 @@ STEP_WORKSPACE = "/workspace"
 
 
 def trainjob_settings(*, image: str, namespace: str, workspace_pvc: str, num_nodes: int, gpus_per_node: int,
-                      num_processes: int, accelerate_config: str, node_selector: dict, accelerator_type: str,
+                      num_processes: int, fsdp_config: str, node_selector: dict, accelerator_type: str,
                       tolerations: list, timeout_minutes: int, training_runtime: str, queue_name: str,
                       cpu_per_node: str, memory_per_node: str) -> dict:
     """The train step's inputs (named as the component names them) as :func:`train_on_cluster`'s
     keyword arguments: the one mapping the step and `amopo pipeline submit --dry-run` share.
 
-    ``num_processes`` is the processes per CPU node; ``accelerator_type`` adds the GPU-product node
+    ``num_processes`` is the processes per CPU node; ``fsdp_config`` picks DDP or FSDP
+    (:func:`amopo.cluster.trainjob.distributed_for`); ``accelerator_type`` adds the GPU-product node
     label; an empty ``queue_name`` is no queue.
     """
     from amopo.cluster.pod_parts import with_accelerator
 
     return dict(image=image, namespace=namespace, workspace_pvc=workspace_pvc, num_nodes=num_nodes,
-                gpus_per_node=gpus_per_node, procs_per_node=num_processes, accelerate_config=accelerate_config,
+                gpus_per_node=gpus_per_node, procs_per_node=num_processes, distributed=distributed_for(fsdp_config),
                 node_selector=with_accelerator(node_selector, accelerator_type), tolerations=tolerations,
                 timeout_s=timeout_minutes * 60.0, runtime=training_runtime, queue_name=queue_name or None,
                 cpu=cpu_per_node, memory=memory_per_node)
@@ -121,7 +122,7 @@ def trainjob_settings(*, image: str, namespace: str, workspace_pvc: str, num_nod
 
 def step_trainjob(name: str, config_file: str | Path, *, workspace: str, image: str, namespace: str,
                   workspace_pvc: str, num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
-                  accelerate_config: str = "ddp", node_selector: dict | None = None, tolerations: list | None = None,
+                  distributed: str = "ddp", node_selector: dict | None = None, tolerations: list | None = None,
                   timeout_s: float = 24 * 3600.0, cpu: str = "4", memory: str = "16Gi",
                   runtime: str = DEFAULT_RUNTIME, queue_name: str | None = None) -> dict:
     """The TrainJob :func:`train_on_cluster` creates to run the config staged at ``config_file``.
@@ -132,7 +133,7 @@ def step_trainjob(name: str, config_file: str | Path, *, workspace: str, image: 
     """
     return trainjob_manifest(
         name, namespace, image, ["--config", str(config_file)], num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        procs_per_node=procs_per_node, cpu=cpu, memory=memory, distributed=accelerate_config,
+        procs_per_node=procs_per_node, cpu=cpu, memory=memory, distributed=distributed,
         env={"OMP_NUM_THREADS": "1"} if not gpus_per_node else None, secret_env=SECRET_ENV,
         optional_secrets=True, node_selector=node_selector, tolerations=tolerations, workspace_pvc=workspace_pvc,
         workspace_mount=workspace, shm_size="16Gi" if gpus_per_node else None,
@@ -141,8 +142,7 @@ def step_trainjob(name: str, config_file: str | Path, *, workspace: str, image: 
 
 def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: str, workspace_pvc: str,
                      num_nodes: int = 1, gpus_per_node: int = 0, procs_per_node: int = 1,
-                     accelerate_config: str = "ddp", node_selector: dict | None = None,
-                     tolerations: list | None = None, timeout_s: float = 24 * 3600.0, cpu: str = "4",
+                     distributed: str = "ddp", node_selector: dict | None = None, tolerations: list | None = None, timeout_s: float = 24 * 3600.0, cpu: str = "4",
                      memory: str = "16Gi", job_name: str | None = None, runtime: str = DEFAULT_RUNTIME,
                      queue_name: str | None = None, api_client=None,
                      poll_s: float = 10.0, log: Callable[[str], None] = print) -> dict:
@@ -150,9 +150,9 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
 
     The options are checked as a TrainConfig before anything is copied or created. The job needs an
     MLflow server its pods can reach (``mlflow_tracking_uri`` http(s)://): a sqlite file in one pod
-    would be lost with it. ``accelerate_config``: ``ddp`` | ``fsdp`` (the pods shard with the image's
-    ``configs/accelerate/fsdp.yaml``; the options may not name an FSDP config of their own, since no
-    other file is known to exist in the image). GPU pods get an in-memory /dev/shm and the NCCL
+    would be lost with it. ``distributed``: ``ddp`` | ``fsdp`` (the pods shard with the image's
+    ``configs/accelerate/fsdp.yaml``; :func:`trainjob_settings` maps the step's ``fsdp_config`` to it), so
+    the options may not name an FSDP config themselves. GPU pods get an in-memory /dev/shm and the NCCL
     defaults of :data:`amopo.cluster.trainjob.NCCL_ENV`; the collective timeout is the option
     ``dist_timeout_s``, apart from ``timeout_s`` for the whole job. The output lands in
     ``options["output"]``; the staged folder ``WORKSPACE/runs/JOB`` stays for inspection (delete it
@@ -162,12 +162,12 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
     """
     from amopo.train.config import TrainConfig
 
-    check_distributed(accelerate_config, "accelerate_config")
     cfg = config_lib.from_dict(TrainConfig, options, "train options")
     cfg.validate()
     if cfg.fsdp_config:
-        raise ClusterError(f"train option fsdp_config={cfg.fsdp_config!r}: a TrainJob shards with the image's "
-                           "configs/accelerate/fsdp.yaml; set accelerate_config='fsdp' instead")
+        raise ClusterError(f"train option fsdp_config={cfg.fsdp_config!r}: a TrainJob takes it from the train "
+                           "step's fsdp_config parameter, not from train_options")
+    check_distributed(distributed, "distributed")
     uri = cfg.mlflow_tracking_uri or ""
     if not uri.startswith(("http://", "https://", "databricks")):
         raise ClusterError("launcher 'trainjob' needs mlflow_tracking_uri set to an MLflow server every pod can "
@@ -183,9 +183,9 @@ def train_on_cluster(options: dict, *, workspace: str, image: str, namespace: st
     manifest = step_trainjob(
         name, config_file, workspace=workspace, image=image, namespace=namespace, workspace_pvc=workspace_pvc,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, procs_per_node=procs_per_node,
-        accelerate_config=accelerate_config, node_selector=node_selector, tolerations=tolerations,
+        distributed=distributed, node_selector=node_selector, tolerations=tolerations,
         timeout_s=timeout_s, cpu=cpu, memory=memory, runtime=runtime, queue_name=queue_name)
     log(f"TrainJob {namespace}/{name}: {num_nodes} node(s) × {gpus_per_node or procs_per_node} process(es), "
-        f"{accelerate_config}; staged under {run_dir}")
+        f"{distributed}; staged under {run_dir}")
     run_trainjob(manifest, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
     return collect_output(run_dir, Path(options["output"]))

@@ -57,6 +57,19 @@ def check_distributed(distributed: str, what: str = "TrainJob distributed") -> s
     return distributed
 
 
+def distributed_for(fsdp_config: str, what: str = "fsdp_config") -> str:
+    """``ddp`` for an empty ``fsdp_config``, ``fsdp`` for the shipped ``configs/accelerate/fsdp.yaml``
+    (relative, or under the image's project folder); ClusterError naming ``what`` for any other file,
+    which the image is not known to hold."""
+    if not fsdp_config:
+        return "ddp"
+    path = posixpath.normpath(fsdp_config)
+    if path in (FSDP_CONFIG, posixpath.join(IMAGE_PROJECT_DIR, FSDP_CONFIG)):
+        return "fsdp"
+    raise ClusterError(f"{what} {fsdp_config!r}: a TrainJob shards with the image's {FSDP_CONFIG}, the one "
+                       f"accelerate config the image holds; set {what} to {FSDP_CONFIG!r} (or empty for DDP)")
+
+
 def accelerate_config_file(distributed: str) -> str | None:
     """Absolute path, in the image, of the ``--fsdp-config`` file for ``distributed``; None for ``ddp``."""
     if check_distributed(distributed) == "ddp":
@@ -112,7 +125,7 @@ def trainjob_manifest(name: str, namespace: str, image: str, train_args: list[st
 
     name, namespace     metadata; ``name`` must be a DNS-1035 label (the CRD's rule).
     image               the amopo image (built from the project's Dockerfile: the project in /opt/amopo).
-    train_args          the flags after ``amopo train``, e.g. ``["--data", "/workspace/data", "--model",
+    train_args          the flags after ``amopo train``, e.g. ``["--data", "/workspace/data", "--base-model",
                         "/workspace/base", "--output", "/workspace/train", "--max-steps", "100"]``.
     num_nodes           pods (``spec.trainer.numNodes``).
     gpus_per_node       ``nvidia.com/gpu`` limit per pod; also the processes per node. 0 = CPU nodes,

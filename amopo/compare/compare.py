@@ -39,10 +39,10 @@ from amopo.errors import ConfigError
 
 MARKER = "compare_config.yaml"  # a folder holding it is an earlier comparison and may be replaced
 # Settings that should be equal across the objectives for the comparison to be on equal terms.
-TRAIN_TERMS = ("model", "data", "max_steps", "epochs", "batch_size", "grad_accum", "max_length", "seed",
-               "eval_max_pairs")
+TRAIN_TERMS = ("base_model", "data", "max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "seed",
+               "heldout_max_pairs")
 EVAL_TERMS = ("judge", "judge_prompts", "instructions", "num_instructions", "max_new_tokens", "dimensions", "data",
-              "pref_max_pairs", "max_length", "baseline")
+              "heldout_max_pairs", "max_length", "baseline")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CompareConfig:
                                                    "both evaluations answered (0: all of them)")
     judge: str = field("", help="head-to-head judge: a local Hugging Face model or an OpenAI-compatible endpoint "
                                 "URL (default: the judge the evaluations used)")
-    judge_name: str | None = field(None, help="served model name at the judge endpoint")
+    judge_model_name: str | None = field(None, help="served model name at the judge endpoint")
     judge_api_key_env: str | None = field(None, help="environment variable holding the judge endpoint's API key")
     judge_prompts: str = field("", help="judge prompt set (default: the evaluations')")
     judge_top_k: int | None = field(None, help="local judge: label tokens must be among the top-k next tokens "
@@ -90,7 +90,7 @@ def _objective_keys(entries, metrics, table) -> dict:
     for e in entries:
         flat.update({f"{e.label}/{k}": v for k, v in table[e.label].items()})
         flat[f"{e.label}/absent"] = [m.name for m in metrics if m.name not in table[e.label]]
-        flat.update({f"{e.label}/loss": e.loss, f"{e.label}/train_dir": str(e.train_dir),
+        flat.update({f"{e.label}/objective": e.objective, f"{e.label}/train_dir": str(e.train_dir),
                      f"{e.label}/eval_dir": str(e.eval_dir)})
     return flat
 
@@ -140,7 +140,7 @@ def compare(cfg: CompareConfig) -> dict:
 
     h2h_metrics, rows, skipped = {}, [], {}
     if cfg.head_to_head:
-        overrides = {"judge": cfg.judge, "judge_name": cfg.judge_name, "judge_api_key_env": cfg.judge_api_key_env,
+        overrides = {"judge": cfg.judge, "judge_model_name": cfg.judge_model_name, "judge_api_key_env": cfg.judge_api_key_env,
                      "judge_prompts": cfg.judge_prompts, "judge_top_k": cfg.judge_top_k}
         h2h_metrics, rows, skipped = h2h.head_to_head(entries, overrides, progress=cfg.progress,
                                                       max_instructions=cfg.head_to_head_instructions)
@@ -165,7 +165,7 @@ def compare(cfg: CompareConfig) -> dict:
         write_json(tmp / "comparison.json", flat)
         if rows:
             write_samples(tmp, rows, name="head_to_head")
-        sources = {e.label: {"loss": e.loss, "train_dir": str(e.train_dir), "eval_dir": str(e.eval_dir)}
+        sources = {e.label: {"objective": e.objective, "train_dir": str(e.train_dir), "eval_dir": str(e.eval_dir)}
                    for e in entries}
         grids = [report.metrics_grid(labels, metrics, table, leaders)]
         grids += [g for g in [report.head_to_head_grid(flat, labels)] if g]

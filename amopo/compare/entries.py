@@ -39,15 +39,15 @@ class Entry:
     history: list[dict] = field(default_factory=list)  # history.jsonl records ([] when absent)
 
     @property
-    def loss(self) -> str | None:
-        return self.train_metrics.get("loss") or self.train_config.get("loss")
+    def objective(self) -> str | None:
+        return self.train_metrics.get("objective") or self.train_config.get("objective")
 
     @property
     def beta(self) -> float | None:
         """The β the run trained with: the configured one, else its objective's default."""
         beta = self.train_config.get("beta")
-        if beta is None and self.loss in DEFAULT_BETA:
-            return DEFAULT_BETA[self.loss]
+        if beta is None and self.objective in DEFAULT_BETA:
+            return DEFAULT_BETA[self.objective]
         return None if beta is None else float(beta)
 
     @property
@@ -116,9 +116,9 @@ def _folder(path: Path, label: str, what: str) -> Path:
 
 def _check_objective(entry: Entry) -> None:
     named = entry.label.split(":", 1)[0]
-    if named in DEFAULT_BETA and entry.loss and entry.loss != named:
+    if named in DEFAULT_BETA and entry.objective and entry.objective != named:
         raise ConfigError(f"compare: {entry.label}: the label names objective {named!r} but its training folder "
-                          f"{entry.train_dir} trained {entry.loss!r}")
+                          f"{entry.train_dir} trained {entry.objective!r}")
 
 
 def load_entry(label: str, train_dir: Path, eval_dir: Path) -> Entry:

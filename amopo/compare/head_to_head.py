@@ -28,7 +28,7 @@ from amopo.compare.entries import Entry, read_jsonl
 from amopo.errors import ConfigError
 
 # The evaluation settings that make up "the judge".
-JUDGE_FIELDS = ("judge", "judge_name", "judge_api_key_env", "judge_prompts", "judge_top_k", "judge_max_tokens",
+JUDGE_FIELDS = ("judge", "judge_model_name", "judge_api_key_env", "judge_prompts", "judge_top_k", "judge_max_tokens",
                 "judge_batch_size", "max_answer_chars", "concurrency", "retries", "timeout")
 
 
@@ -36,7 +36,7 @@ def judge_config(entries: Sequence[Entry], overrides: dict):
     """(EvaluateConfig holding the judge settings, None) or (None, why there is no single judge)."""
     from amopo.evaluate.evaluate import EvaluateConfig
 
-    used = {json.dumps({k: e.eval_config.get(k) for k in ("judge", "judge_name", "judge_prompts")})
+    used = {json.dumps({k: e.eval_config.get(k) for k in ("judge", "judge_model_name", "judge_prompts")})
             for e in entries if e.eval_config}
     named = {k: v for k, v in overrides.items() if v not in (None, "")}
     if len(used) > 1 and "judge" not in named:

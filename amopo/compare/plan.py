@@ -22,8 +22,8 @@ from amopo.train.config import LOSSES, TrainConfig
 
 _OPTIONS = {f.name for f in dataclasses.fields(TrainConfig)}
 # Set by the pipeline itself for every entry; an entry may not change what is compared on.
-_FIXED = {"data", "model", "output", "loss", "max_steps", "batch_size", "grad_accum", "max_length",
-          "eval_max_pairs", "mlflow_tracking_uri", "mlflow_experiment"}
+_FIXED = {"data", "base_model", "output", "objective", "max_steps", "batch_size", "gradient_accumulation_steps", "max_length",
+          "heldout_max_pairs", "mlflow_tracking_uri", "mlflow_experiment"}
 
 
 def _value(text: str):
@@ -59,7 +59,7 @@ def plan_objectives(spec: str, *, objective: str, learning_rate: float, beta: fl
             key, sep, raw = pair.partition("=")
             if not sep or not key:
                 raise ConfigError(f"objectives: entry '{entry}': '{pair}' is not KEY=VALUE")
-            if key in ("lr", "learning_rate"):
+            if key == "learning_rate":
                 item["learning_rate"] = _number(entry, key, raw)
             elif key == "beta":
                 item["beta"] = _number(entry, key, raw)

@@ -97,7 +97,7 @@ def settings_grid(labels: Sequence[str], table: dict[str, dict], sources: dict[s
         value = table[label].get(key)
         return ABSENT if value is None else fmt.format(value)
 
-    rows = [["loss", *[sources[label].get("loss") or ABSENT for label in labels]],
+    rows = [["objective", *[sources[label].get("objective") or ABSENT for label in labels]],
             ["β", *[number(label, "train/beta") for label in labels]],
             ["optimizer steps", *[number(label, "train/steps", "{:.0f}") for label in labels]],
             ["held-out pairs", *[number(label, "pref_accuracy/pairs", "{:.0f}") for label in labels]],

@@ -83,6 +83,21 @@ def steering_pairs(pairs: Sequence[PreferencePair], steer: Sequence[Dimension], 
     return [p for p in pairs if steering_dimension(p, steer, dims, min_gap=min_gap, tolerance=tolerance)]
 
 
+def both_orientations(pairs: Sequence[PreferencePair], dims: Sequence[Dimension], *, min_gap: float = 1.0,
+                      tolerance: float = 0.0) -> list[str]:
+    """The scored dimensions of ``dims`` that ``pairs`` show both ways: among the pairs that differ
+    mainly on k (module docstring), some whose chosen response scores higher on k and some whose
+    chosen response scores lower, natively or by reversal. These are the dimensions a conditioned
+    model is trained to steer; on the others its prompts request a level it never sees contrasted."""
+    seen: dict[str, set[bool]] = {}
+    scored = [d for d in dims if d.scored]
+    for pair in pairs:
+        name = steering_dimension(pair, scored, dims, min_gap=min_gap, tolerance=tolerance)
+        if name:
+            seen.setdefault(name, set()).add(pair.chosen.scores[name] > pair.rejected.scores[name])
+    return [d.name for d in scored if len(seen.get(d.name, ())) == 2]
+
+
 def reverse(pair: PreferencePair) -> PreferencePair:
     """The same pair with chosen and rejected swapped (same prompt and source)."""
     return PreferencePair(pair.prompt, pair.rejected, pair.chosen, pair.source)

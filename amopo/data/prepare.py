@@ -29,7 +29,7 @@ from typing import Callable
 from amopo.config import field
 from amopo.data.dimensions import Dimension, default_dimensions, registry, resolve_dimensions
 from amopo.data.helpsteer2 import TIE_RULES, read_helpsteer2
-from amopo.data.orientations import add_reversed, resolve_steer_dimensions, steering_pairs
+from amopo.data.orientations import add_reversed, both_orientations, resolve_steer_dimensions, steering_pairs
 from amopo.data.prompt_styles import DEFAULT_STYLE, get_style
 from amopo.data.prompts import SCORE_SOURCES
 from amopo.data.readers import (DEFAULT_MAX_CHARS, ReadResult, SkipReport, ensure_some, is_hub_name, read_amopo,
@@ -45,21 +45,21 @@ MANIFEST_VERSION = 1
 
 @dataclass
 class PrepareConfig:
-    input: str = field(SAMPLE, help="Preference data: a .jsonl/.jsonl.gz/.parquet file, a hub dataset "
+    data_source: str = field(SAMPLE, help="Preference data: a .jsonl/.jsonl.gz/.parquet file, a hub dataset "
                                     "'owner/name[:split]' (helpsteer2/ultrafeedback formats), or 'sample' for "
                                     "the data shipped with amopo")
-    eval_input: str | None = field(None, help="Evaluation data in the same format; when unset, an "
+    eval_source: str | None = field(None, help="Evaluation data in the same format; when unset, an "
                                               "eval_fraction of the input is held out ('sample': its test split)")
     output: str = field("prepared", help="Output folder (replaced atomically if it holds a previous prepare "
                                          "output; any other non-empty folder is refused)")
-    format: str = field("amopo", help="Input format: amopo (prompt/chosen/rejected records), helpsteer2 "
+    data_format: str = field("amopo", help="Input format: amopo (prompt/chosen/rejected records), helpsteer2 "
                                       "(raw rows, pairs built) or ultrafeedback (completions, pairs built)")
     dimensions: list[str] | None = field(None, help="Preference dimensions, in order; 'overall' is holistic (no "
                                                     "score); default per format: amopo: overall helpfulness "
                                                     "correctness instruction_following; helpsteer2: overall "
                                                     "helpfulness correctness coherence; ultrafeedback: overall "
                                                     "helpfulness truthfulness instruction_following")
-    model: str | None = field(None, help="Model name or folder: also tokenise now into the cache with its "
+    base_model: str | None = field(None, help="Model name or folder: also tokenise now into the cache with its "
                                          "tokenizer")
     max_length: int = field(DEFAULT_MAX_LENGTH, help="Token budget of prompt + response when tokenising")
     accumulate_prefixes: bool = field(False, help="Parity with the authors' released preprocessing: the "
@@ -70,7 +70,7 @@ class PrepareConfig:
                                                   "line, user text) or authors (the released code's, token for "
                                                   "token: their instruction run into the user text, newest "
                                                   "accumulated prefix first, LLaMA-Factory's qwen system prompt)")
-    eval_fraction: float = field(0.1, help="Share of prompts held out for eval when no eval_input (split by "
+    eval_fraction: float = field(0.1, help="Share of prompts held out for eval when no eval_source (split by "
                                            "a hash of the prompt, so equal prompts stay on one side)")
     seed: int = field(0, help="Seed of the eval split hash and of uf_rejected=random")
     skip_invalid: bool = field(False, help="Drop invalid records (counted by reason) instead of stopping at "
@@ -110,7 +110,7 @@ class PrepareConfig:
                                          "accuracy keeps meaning 'the chosen response wins')")
 
     def validate(self) -> None:
-        choices = {"format": FORMATS, "tie_rule": TIE_RULES, "uf_rejected": REJECTED_RULES,
+        choices = {"data_format": FORMATS, "tie_rule": TIE_RULES, "uf_rejected": REJECTED_RULES,
                    "score_source": SCORE_SOURCES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -126,8 +126,8 @@ class PrepareConfig:
                 raise ConfigError(f"option '{name}': expected a positive integer, got {getattr(self, name)}")
         if self.max_records is not None and self.max_records < 1:
             raise ConfigError(f"option 'max_records': expected a positive integer, got {self.max_records}")
-        if self.input == SAMPLE and self.format != "amopo":
-            raise ConfigError("option 'format': the shipped sample data is in the amopo format")
+        if self.data_source == SAMPLE and self.data_format != "amopo":
+            raise ConfigError("option 'data_format': the shipped sample data is in the amopo format")
         if not str(self.output).strip():
             raise ConfigError("option 'output': an output folder is needed")
         if not self.steer_both_orientations:
@@ -160,15 +160,15 @@ def resolve_sources(source: str, eval_source: str | None) -> tuple[str, str | No
 
 
 def _sources(cfg: PrepareConfig) -> tuple[str, str | None]:
-    return resolve_sources(cfg.input, cfg.eval_input)
+    return resolve_sources(cfg.data_source, cfg.eval_source)
 
 
 def read_source(source: str, cfg: PrepareConfig) -> ReadResult:
-    """Pairs from one source in ``cfg.format`` (validated; invalid ones raise or are counted)."""
+    """Pairs from one source in ``cfg.data_format`` (validated; invalid ones raise or are counted)."""
     common = dict(skip_invalid=cfg.skip_invalid, max_chars=cfg.max_chars, max_records=cfg.max_records)
-    if cfg.format == "helpsteer2":
+    if cfg.data_format == "helpsteer2":
         return read_helpsteer2(source, tie_rule=cfg.tie_rule, **common)
-    if cfg.format == "ultrafeedback":
+    if cfg.data_format == "ultrafeedback":
         return read_ultrafeedback(source, uf_rejected=cfg.uf_rejected, seed=cfg.seed, **common)
     if is_hub_name(source):
         raise ConfigError(f"{source}: hub datasets are read for the helpsteer2 and ultrafeedback formats; "
@@ -237,8 +237,8 @@ def _describe(dim: Dimension) -> str:
 
 def _summary(manifest: dict, out: Path) -> list[str]:
     counts = manifest["counts"]
-    lines = [f"prepared {counts['train']} train / {counts['eval']} eval pairs from {manifest['source']['input']} "
-             f"(format {manifest['source']['format']}) -> {out}",
+    lines = [f"prepared {counts['train']} train / {counts['eval']} eval pairs from {manifest['source']['data_source']} "
+             f"(format {manifest['source']['data_format']}) -> {out}",
              "dimensions: " + ", ".join(_describe(Dimension.from_json(d)) for d in manifest["dimensions"])]
     invalid = manifest["invalid"]
     if invalid["skipped"]:
@@ -261,7 +261,7 @@ def _summary(manifest: dict, out: Path) -> list[str]:
     if tok:
         for split in SPLITS:
             r = tok["splits"][split]
-            lines.append(f"tokenised {split} for {tok['model']} (max_length {tok['max_length']}): {r['kept']} kept, "
+            lines.append(f"tokenised {split} for {tok['base_model']} (max_length {tok['max_length']}): {r['kept']} kept, "
                          f"{r['truncated_prompts']} prompts cut, {r['truncated_responses']} responses cut, "
                          f"{r['dropped']} dropped")
     return lines
@@ -285,7 +285,7 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
     if held_out:
         report.merge(held_out.skipped)
     everything = train.pairs + (held_out.pairs if held_out else [])
-    dims = resolve_dimensions(cfg.dimensions or default_dimensions(cfg.format), everything, file=train_src, known=registry(cfg.format))
+    dims = resolve_dimensions(cfg.dimensions or default_dimensions(cfg.data_format), everything, file=train_src, known=registry(cfg.data_format))
     train_pairs = require_scores(train.pairs, dims, report, cfg.skip_invalid)
     ensure_some(train_pairs, train_src, report)
     if held_out:
@@ -315,8 +315,10 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
 
     manifest = {
         "version": MANIFEST_VERSION,
-        "source": {"input": cfg.input, "train": train_src, "eval": eval_src, "format": cfg.format},
+        "source": {"data_source": cfg.data_source, "train": train_src, "eval": eval_src, "data_format": cfg.data_format},
         "dimensions": [d.to_json() for d in dims],
+        # the dimensions the train split shows both ways: what a conditioned model learns to steer
+        "steer_trained": both_orientations(train_pairs, dims, min_gap=cfg.steer_min_gap, tolerance=cfg.steer_tolerance),
         "counts": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": report.total},
         "build": {"train": train.stats, **({"eval": held_out.stats} if held_out else {})},
         "invalid": report.to_json(),
@@ -332,8 +334,8 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
         write_amopo(tmp / "train.jsonl", train_pairs)
         write_amopo(tmp / "eval.jsonl", eval_pairs)
         _write_manifest(tmp, manifest)
-        if cfg.model:
-            tokenizer = _load_tokenizer(cfg.model)
+        if cfg.base_model:
+            tokenizer = _load_tokenizer(cfg.base_model)
             splits = {}
             for name in SPLITS:
                 try:
@@ -344,12 +346,12 @@ def prepare(cfg: PrepareConfig, *, echo: Callable[[str], None] | None = print) -
                     if err.reason != "nothing_fits":
                         raise
                     # name the user's input, not the temp folder that is about to vanish
-                    raise DataError(f"no {name} pair fits max_length={cfg.max_length} with the {cfg.model} "
+                    raise DataError(f"no {name} pair fits max_length={cfg.max_length} with the {cfg.base_model} "
                                     "tokenizer (the conditioned prompt scaffolding alone is too long)",
                                     file=eval_src if name == "eval" and eval_src else train_src,
                                     field="max_length", reason="nothing_fits") from None
                 splits[name] = {"cache": result.cache_dir.name, **result.report}
-            manifest["tokenized"] = {"model": cfg.model, "max_length": cfg.max_length,
+            manifest["tokenized"] = {"base_model": cfg.base_model, "max_length": cfg.max_length,
                                      "accumulate_prefixes": cfg.accumulate_prefixes, "splits": splits}
             _write_manifest(tmp, manifest)
         _replace_folder(tmp, out)

@@ -29,7 +29,7 @@ Default budget, sized for the main job (SmolLM2-135M on 2 CPU cores): 16 of the 
 instructions, 96 new tokens per answer, the embedded model as judge, 3 dimensions, both shipped
 lm-eval tasks on 20 examples each, 32 held-out pairs (the main job's training-time held-out cap);
 steering on 8 of those instructions × 3 levels × each scored dimension of the spec, per model.
-Raise ``--num-instructions 0 --lm-eval-limit 0 --pref-max-pairs 0`` for everything.
+Raise ``--num-instructions 0 --lm-eval-limit 0 --heldout-max-pairs 0`` for everything.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class EvaluateConfig:
     baseline_name: str | None = field(None, help="served model name at the baseline endpoint")
     judge: str = field(EMBEDDED_SMOLLM2, help="judge: a local Hugging Face model (decides by the log-probabilities "
                                               "of the verdict tokens) or an OpenAI-compatible endpoint URL")
-    judge_name: str | None = field(None, help="served model name at the judge endpoint")
+    judge_model_name: str | None = field(None, help="served model name at the judge endpoint")
     judge_api_key_env: str | None = field(None, help="environment variable holding the judge endpoint's API key")
     judge_prompts: str = field("v1", help="judge prompt set: a shipped version (v1) or a folder of your own")
     judge_top_k: int = field(20, help="local judge: a verdict is unparseable unless a label token is among "
@@ -87,13 +87,13 @@ class EvaluateConfig:
     retries: int = field(3, help="retries (with exponential back-off) of a failed endpoint request")
     timeout: float = field(120.0, help="seconds before an endpoint request times out")
     lc_bootstrap: int = field(200, help="bootstrap resamples for the length-controlled win rate's standard error")
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS),
+    lm_eval_tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS),
                              help="lm-eval tasks: shipped (amopo_arithmetic, amopo_facts_mc) or registry names "
                                   "(ifeval, mmlu, gsm8k … need the hub); '' for none")
     lm_eval_limit: int = field(20, help="examples per lm-eval task (0: all)")
     lm_eval_chat_template: bool = field(True, help="apply the model's chat template in lm-eval (when it has one)")
     data: str = field("", help="prepared data folder: held-out preference accuracy on its eval split")
-    pref_max_pairs: int = field(32, help="cap on held-out pairs, the first ones of the split (0: all)")
+    heldout_max_pairs: int = field(32, help="cap on held-out pairs, the first ones of the split (0: all)")
     max_length: int = field(1024, help="held-out accuracy: prompt + response token cutoff")
     steer: bool = field(True, help="steerability of a model with a conditioning spec: its answers at low, middle "
                                    "and high requested levels rated by the judge, and steering accuracy on --data's "
@@ -122,14 +122,14 @@ class EvaluateConfig:
     progress: bool = field(True, help="show progress bars")
 
     def validate(self) -> None:
-        self.tasks = [t for t in self.tasks if t.strip()]
+        self.lm_eval_tasks = [t for t in self.lm_eval_tasks if t.strip()]
         self.dimensions = [d for d in self.dimensions if d.strip()]
         self.steer_dimensions = [d for d in self.steer_dimensions if d.strip()]
         for name in ("max_new_tokens", "batch_size", "judge_batch_size", "judge_top_k", "judge_max_tokens",
                      "concurrency", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"evaluate config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_instructions", "lm_eval_limit", "pref_max_pairs", "retries", "lc_bootstrap",
+        for name in ("num_instructions", "lm_eval_limit", "heldout_max_pairs", "retries", "lc_bootstrap",
                      "steer_num_instructions", "steer_bootstrap"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"evaluate config: {name} must be >= 0, got {getattr(self, name)}")
@@ -166,7 +166,7 @@ def _judge(cfg: EvaluateConfig, prompts):
     from amopo.evaluate.judges import EndpointJudge, LocalJudge
 
     if is_endpoint(cfg.judge):
-        endpoint = ChatEndpoint(cfg.judge, cfg.judge_name, api_key_env=cfg.judge_api_key_env, retries=cfg.retries,
+        endpoint = ChatEndpoint(cfg.judge, cfg.judge_model_name, api_key_env=cfg.judge_api_key_env, retries=cfg.retries,
                                 timeout=cfg.timeout)
         return EndpointJudge(endpoint, prompts, max_tokens=cfg.judge_max_tokens, concurrency=cfg.concurrency,
                              max_answer_chars=cfg.max_answer_chars, progress=cfg.progress)
@@ -272,7 +272,10 @@ def _steer_setup(cfg: EvaluateConfig, spec: dict | None, prompts) -> _Steering |
         return None
     dims = steerability.spec_dimensions(spec, cfg.steer_dimensions)
     if not dims:
-        print("evaluate: the model's conditioning spec has no scored dimension: steerability is skipped")
+        why = ("was not trained to steer (its train split showed no dimension both ways, as "
+               "`amopo prepare --steer-both-orientations` does); --steer-dimensions measures it anyway"
+               if spec.get("steer_trained") is not None else "has no scored dimension in its conditioning spec")
+        print(f"evaluate: the model {why}: steerability is skipped")
         return None
     rated, skipped = steerability.judged_dimensions(dims, prompts, requested=bool(cfg.steer_dimensions))
     return _Steering(spec, dims, rated, skipped)
@@ -376,7 +379,7 @@ def _steer_accuracy(cfg: EvaluateConfig, steering: _Steering, baseline: str | No
     for side, model in sides.items():
         metrics.update(heldout_steering_accuracy(model, cfg.data, steering.spec, steering.dims,
                                                  prefix=_STEER_PREFIX[side], max_length=cfg.max_length,
-                                                 max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+                                                 max_pairs=cfg.heldout_max_pairs, progress=cfg.progress))
     return metrics
 
 
@@ -502,7 +505,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         prompts.rubric(dim)  # an unknown dimension fails here, before any generation
     steering = _steer_setup(cfg, spec, prompts)
     judged = cfg.pairwise or bool(steering and steering.rated)
-    if not (judged or cfg.data or cfg.tasks):
+    if not (judged or cfg.data or cfg.lm_eval_tasks):
         raise ConfigError("evaluate: nothing to do (pairwise off, no --data, no --tasks)")
     out = Path(cfg.output)
     _check_output(out)
@@ -510,7 +513,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     baseline = cfg.baseline or (training.base_model if training else None)
     _check_local_models([cfg.model] + ([baseline, cfg.judge] if judged else [])
                         + ([baseline] if steering and cfg.data else [])
-                        + ([cfg.model_tokenizer] if cfg.tasks and cfg.model_tokenizer else []))
+                        + ([cfg.model_tokenizer] if cfg.lm_eval_tasks and cfg.model_tokenizer else []))
     if cfg.pairwise and not baseline:
         print("evaluate: no baseline (none given, no training run beside the model): win rates are skipped; "
               "dimension scores are reported for the model alone")
@@ -530,22 +533,22 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             from amopo.evaluate.heldout import heldout_preference_accuracy, reuse_training_heldout
 
             reused = training and reuse_training_heldout(training.folder, cfg.data, max_length=cfg.max_length,
-                                                         max_pairs=cfg.pref_max_pairs)
+                                                         max_pairs=cfg.heldout_max_pairs)
             if reused:
                 print("evaluate: held-out preference accuracy taken from the training run (same model, eval split "
                       "and settings)", flush=True)
             metrics.update(reused or heldout_preference_accuracy(cfg.model, cfg.data, max_length=cfg.max_length,
-                                                                 max_pairs=cfg.pref_max_pairs, progress=cfg.progress))
+                                                                 max_pairs=cfg.heldout_max_pairs, progress=cfg.progress))
         if steering is not None and cfg.data:
             metrics.update(_steer_accuracy(cfg, steering, baseline))
-        if cfg.tasks:
+        if cfg.lm_eval_tasks:
             from amopo.evaluate.lm_eval_tasks import run_lm_eval
 
             endpoint = None
             if is_endpoint(cfg.model):
                 endpoint = ChatEndpoint(cfg.model, cfg.model_name, api_key_env=cfg.api_key_env,
                                         retries=cfg.retries, timeout=cfg.timeout)
-            part, report["lm_eval"] = run_lm_eval(cfg.model, cfg.tasks, limit=cfg.lm_eval_limit,
+            part, report["lm_eval"] = run_lm_eval(cfg.model, cfg.lm_eval_tasks, limit=cfg.lm_eval_limit,
                                                   batch_size=cfg.batch_size, chat_template=cfg.lm_eval_chat_template,
                                                   endpoint=endpoint, seed=cfg.seed, tokenizer=cfg.model_tokenizer)
             metrics.update(part)

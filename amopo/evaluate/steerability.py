@@ -57,12 +57,14 @@ def find_spec(model: str, explicit: str = "") -> dict | None:
 
 
 def spec_dimensions(spec: dict, requested: Sequence[str] = ()) -> list[Dimension]:
-    """The scored dimensions of ``spec`` to steer, in the spec's order: all of them, or ``requested``
-    (ConfigError naming what the spec steers when one is unknown or holistic)."""
+    """The scored dimensions of ``spec`` to steer, in the spec's order: ``requested`` (ConfigError
+    naming what the spec steers when one is unknown or holistic), else the ones the model was trained
+    to steer (the spec's ``steer_trained``; every scored one for a spec written before it existed)."""
     dims = [Dimension.from_json(d) for d in spec.get("dimensions", [])]
     scored = [d for d in dims if d.scored]
     if not requested:
-        return scored
+        trained = spec.get("steer_trained")
+        return scored if trained is None else [d for d in scored if d.name in trained]
     names = {d.name for d in scored}
     bad = [r for r in requested if r not in names]
     if bad:

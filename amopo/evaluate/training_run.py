@@ -39,4 +39,4 @@ def find_training_run(model: str) -> TrainingRun | None:
     except (json.JSONDecodeError, yaml.YAMLError):
         pass  # a damaged sibling file only loses the link, never the evaluation
     return TrainingRun(folder, metrics.get("mlflow_run_id"), metrics.get("mlflow_tracking_uri"),
-                       (config or {}).get("model"), history if history.is_file() else None)
+                       (config or {}).get("base_model"), history if history.is_file() else None)

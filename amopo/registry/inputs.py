@@ -94,8 +94,8 @@ def read_training_output(folder: str | Path) -> TrainingOutput:
     info = {"dimensions": ",".join(map(str, dims))} if isinstance(dims, list) else {}
     return TrainingOutput(model_dir=model_dir, metrics=flatten(summary),
                           training_run_id=summary.get("mlflow_run_id") or None,
-                          objective=summary.get("loss") or config.get("loss"),
-                          base_model=config.get("model"), info=info)
+                          objective=summary.get("objective") or config.get("objective"),
+                          base_model=config.get("base_model"), info=info)
 
 
 def read_eval_metrics(path: str | Path) -> dict[str, float]:

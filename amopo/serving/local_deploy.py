@@ -64,7 +64,7 @@ def start_local_server(model: str, state_file: str | Path, *, model_name: str = 
     cmd = [sys.executable, "-m", "amopo", "serve", "--model", model, "--model-name", model_name,
            "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if tracking_uri:
-        cmd += ["--tracking-uri", tracking_uri]
+        cmd += ["--mlflow-tracking-uri", tracking_uri]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -33,7 +33,7 @@ class ServeConfig:
     model_name: str = field("amopo", help="name the model is served under (URL paths and the OpenAI 'model' field)")
     host: str = field("127.0.0.1", help="address to listen on (0.0.0.0 for all interfaces, e.g. in a pod)")
     port: int = field(8080, help="HTTP port")
-    tracking_uri: str | None = field(None, help="MLflow tracking URI for models:/ references "
+    mlflow_tracking_uri: str | None = field(None, help="MLflow tracking URI for models:/ references "
                                                 "(default: $MLFLOW_TRACKING_URI, else runs/mlflow)")
     device: str = field("auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
     max_batch_size: int = field(16, help="most requests generated together in one batch")
@@ -120,7 +120,7 @@ def serve(cfg: ServeConfig) -> dict:
         import torch
         torch.set_num_threads(cfg.torch_threads)
     _check_port_free(cfg.host, cfg.port)
-    model_dir = resolve_model_dir(cfg.model, cfg.tracking_uri)
+    model_dir = resolve_model_dir(cfg.model, cfg.mlflow_tracking_uri)
     model, _ = build_app(cfg, model_dir)
     url = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}"
     auth = "bearer token required" if os.environ.get(cfg.api_key_env) else "no auth"

@@ -1,7 +1,7 @@
 """Data order and padding.
 
 Order: each epoch is a seeded permutation of the training rows, cut into global batches of
-``batch_size × grad_accum × world_size`` pairs (an incomplete last global batch is dropped, so every
+``batch_size × gradient_accumulation_steps × world_size`` pairs (an incomplete last global batch is dropped, so every
 optimizer step sees the same number of pairs and the loss scaling stays exact). Process ``r`` takes
 micro-batch ``m`` of a global batch at offset ``(m × world_size + r) × batch_size``. A step number
 fully determines the position in the data, which is what makes resuming exact.
@@ -28,16 +28,16 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_rows, generator=g).tolist()
 
 
-def micro_batches(num_rows: int, step: int, *, seed: int, batch_size: int, grad_accum: int,
+def micro_batches(num_rows: int, step: int, *, seed: int, batch_size: int, gradient_accumulation_steps: int,
                   world_size: int, rank: int) -> tuple[int, list[list[int]]]:
     """(epoch, row indices of this process's micro-batches) for global optimizer ``step``."""
-    global_batch = batch_size * grad_accum * world_size
+    global_batch = batch_size * gradient_accumulation_steps * world_size
     per_epoch = steps_per_epoch(num_rows, global_batch)
     epoch, offset = divmod(step, per_epoch)
     order = epoch_order(num_rows, seed, epoch)
     start = offset * global_batch
     out = []
-    for m in range(grad_accum):
+    for m in range(gradient_accumulation_steps):
         lo = start + (m * world_size + rank) * batch_size
         out.append(order[lo:lo + batch_size])
     return epoch, out

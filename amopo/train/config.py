@@ -19,10 +19,10 @@ DEFAULT_BETA = {"amopo": 0.8, "simpo": 0.8, "dpo": 0.1, "modpo": 0.1}
 @dataclass
 class TrainConfig:
     data: str = field("", help="prepared data folder written by `amopo prepare`")
-    model: str = field(EMBEDDED_SMOLLM2, help="base model: a Hugging Face folder or hub id")
+    base_model: str = field(EMBEDDED_SMOLLM2, help="base model: a Hugging Face folder or hub id")
     output: str = field("runs/train", help="output folder: checkpoints/, model/, metrics")
 
-    loss: str = field("amopo", help="objective: amopo | simpo | dpo | modpo")
+    objective: str = field("amopo", help="training objective: amopo | simpo | dpo | modpo")
     beta: float | None = field(None, help="β; default 0.8 for amopo/simpo, 0.1 for dpo/modpo")
     gamma: float = field(2.0, help="γ, the absolute reward margin of amopo/simpo")
     weighting: str = field("gaussian", help="amopo dimension weights: gaussian | mean | uniform")
@@ -45,9 +45,9 @@ class TrainConfig:
     max_length: int = field(1024, help="cutoff: prompt + response tokens per sequence")
     epochs: float = field(3.0, help="passes over the training data (ignored when max_steps > 0)")
     max_steps: int = field(0, help="optimizer steps; 0 means derive from epochs")
-    lr: float = field(3e-7, help="peak learning rate (AdamW)")
+    learning_rate: float = field(3e-7, help="peak learning rate (AdamW)")
     batch_size: int = field(1, help="pairs per process per micro-step")
-    grad_accum: int = field(1, help="micro-steps per optimizer step")
+    gradient_accumulation_steps: int = field(1, help="micro-steps per optimizer step")
     warmup_ratio: float = field(0.1, help="fraction of steps of linear warm-up before the cosine decay")
     weight_decay: float = field(0.0, help="AdamW weight decay")
     max_grad_norm: float = field(3.0, help="gradient clipping norm (0 disables)")
@@ -71,7 +71,8 @@ class TrainConfig:
                                         "| flex_attention (CUDA: a fused kernel that takes packing's block "
                                         "mask; torch has no flex_attention backward on CPU)")
     fsdp_config: str = field("", help="shard with FSDP2: an accelerate config YAML with `distributed_type: FSDP` "
-                                      "and an `fsdp_config` section (configs/accelerate/fsdp.yaml); empty: "
+                                      "and an `fsdp_config` section, e.g. the shipped configs/accelerate/fsdp.yaml (a "
+                                      "relative path not found here is read from the project folder); empty: "
                                       "no sharding (data-parallel across processes)")
     dist_timeout_s: int = field(1800, help="timeout in seconds of one collective operation (NCCL/gloo) "
                                            "before the process group fails")
@@ -88,8 +89,8 @@ class TrainConfig:
     keep_checkpoints: int = field(2, help="how many recent checkpoints to keep")
     resume: bool = field(False, help="continue from the newest checkpoint in OUTPUT/checkpoints")
     eval_heldout: bool = field(True, help="held-out preference accuracy before and after training")
-    eval_max_pairs: int = field(0, help="cap on held-out pairs evaluated (0: all)")
-    eval_batch_size: int = field(4, help="pairs per forward pass in held-out evaluation")
+    heldout_max_pairs: int = field(0, help="cap on held-out pairs evaluated (0: all)")
+    heldout_batch_size: int = field(4, help="pairs per forward pass in held-out evaluation")
 
     mlflow_tracking_uri: str | None = field(None, help="MLflow URI; default $MLFLOW_TRACKING_URI, "
                                                        "else a sqlite store in runs/mlflow")
@@ -101,8 +102,8 @@ class TrainConfig:
     def validate(self) -> None:
         def bad(msg: str) -> ConfigError:
             return ConfigError(f"train config: {msg}")
-        if self.loss not in LOSSES:
-            raise bad(f"loss '{self.loss}' is not one of {', '.join(LOSSES)}")
+        if self.objective not in LOSSES:
+            raise bad(f"objective '{self.objective}' is not one of {', '.join(LOSSES)}")
         if self.weighting not in WEIGHTINGS:
             raise bad(f"weighting '{self.weighting}' is not one of {', '.join(WEIGHTINGS)}")
         if self.mixed_precision not in PRECISIONS:
@@ -113,13 +114,13 @@ class TrainConfig:
             raise bad(f"reference '{self.reference}' is not one of {', '.join(REFERENCES)}")
         if self.reference == "adapter" and not self.lora:
             raise bad("reference 'adapter' needs --lora")
-        for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size", "log_every", "dist_timeout_s"):
+        for name in ("batch_size", "gradient_accumulation_steps", "max_length", "heldout_batch_size", "log_every", "dist_timeout_s"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logprob_chunk_rows < 0:
             raise bad(f"logprob_chunk_rows must be >= 0, got {self.logprob_chunk_rows}")
-        if self.max_steps < 0 or self.save_every < 0 or self.eval_max_pairs < 0:
-            raise bad("max_steps, save_every and eval_max_pairs must be >= 0")
+        if self.max_steps < 0 or self.save_every < 0 or self.heldout_max_pairs < 0:
+            raise bad("max_steps, save_every and heldout_max_pairs must be >= 0")
         if self.max_steps == 0 and self.epochs <= 0:
             raise bad("set max_steps > 0 or epochs > 0")
         if not 0 < self.modpo_weight <= 1:
@@ -129,16 +130,16 @@ class TrainConfig:
         if self.modpo_margin is not None and self.modpo_objective in self.modpo_margin:
             raise bad(f"modpo_margin names '{self.modpo_objective}', the objective being optimised "
                       "(modpo_objective); MODPO's margin must come from the other objectives")
-        if self.lr <= 0:
-            raise bad(f"lr must be > 0, got {self.lr}")
+        if self.learning_rate <= 0:
+            raise bad(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
             raise bad(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
     @property
     def effective_beta(self) -> float:
-        return self.beta if self.beta is not None else DEFAULT_BETA[self.loss]
+        return self.beta if self.beta is not None else DEFAULT_BETA[self.objective]
 
     @property
     def conditioned(self) -> bool:
         """AMoPO trains on the K dimension-conditioned prompts; the baselines on the plain prompt."""
-        return self.loss == "amopo"
+        return self.objective == "amopo"

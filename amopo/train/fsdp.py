@@ -30,7 +30,11 @@ SUPPORTED = {
 
 
 def read_fsdp_config(path: str | Path) -> dict:
-    """The validated ``fsdp_config`` section of the accelerate config file ``path``."""
+    """The validated ``fsdp_config`` section of the accelerate config file ``path`` (a relative path
+    not found here is looked up in the project folder: :func:`amopo.train.shipped.shipped_or_local`)."""
+    from amopo.train.shipped import shipped_or_local
+
+    path = shipped_or_local(path)
     data = config_lib.load_yaml(path)
     where = f"{path}"
     extra = sorted(set(data) - {"distributed_type", "fsdp_config"})

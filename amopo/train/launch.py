@@ -4,7 +4,7 @@
     run_local(cfg, num_processes=N)  → torchrun --standalone --nproc-per-node N -m amopo train --config …
 
 Both return the training summary (the dict ``amopo train`` writes to OUTPUT/metrics.json). With N
-processes the global batch is N × batch_size × grad_accum pairs (see amopo.train.loop).
+processes the global batch is N × batch_size × gradient_accumulation_steps pairs (see amopo.train.loop).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The training loop on accelerate: one process on CPU by default, the same code under torchrun with
 DDP or FSDP2 sharding (``fsdp_config``), on one node or many.
 
-Update rule per optimizer step with G = batch_size × grad_accum × world_size pairs:
+Update rule per optimizer step with G = batch_size × gradient_accumulation_steps × world_size pairs:
     θ ← AdamW(θ, ∇ (1/G) Σ_{pairs in step} ℓ_pair)
-Each process back-propagates Σ_{its pairs} ℓ / (batch_size × grad_accum); data parallelism averages
+Each process back-propagates Σ_{its pairs} ℓ / (batch_size × gradient_accumulation_steps); data parallelism averages
 over processes, so the update equals that of one process with a batch of G.
 
 :func:`train` is three parts, as a recipe: :func:`set_up` (accelerator, data, model and its fast
@@ -44,6 +44,7 @@ from amopo.train import modpo as modpo_lib
 from amopo.train.heldout import heldout_fingerprint, preference_accuracy
 from amopo.train.lean_ops import use_lean_activations
 from amopo.train.step import head_bypass_problem, micro_step
+from amopo.train.trainer_status import TrainerStatusReporter
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Session:
     step: int
     summary: dict = field(default_factory=dict)
     dropout: DropoutOff | None = None
+    trainer_status: TrainerStatusReporter | None = None   # rank 0, under the Trainer's TrainJobStatus gate
 
     @property
     def history_path(self) -> Path:
@@ -139,7 +141,7 @@ def _apply_lora(cfg: TrainConfig, model):
 
 def _build_model(cfg: TrainConfig) -> tuple[Any, dict, DropoutOff]:
     """The policy with its options applied, before accelerate wraps or shards it; and what was done."""
-    model = load_model(cfg.model, attn_implementation=cfg.attention)
+    model = load_model(cfg.base_model, attn_implementation=cfg.attention)
     dropout = disable_dropout(model)   # before LoRA, so that lora_dropout applies as configured
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -175,7 +177,7 @@ def _total_steps(cfg: TrainConfig, num_rows: int, global_batch: int) -> int:
     per_epoch = steps_per_epoch(num_rows, global_batch)
     if per_epoch == 0:
         raise ConfigError(f"{cfg.data}: {num_rows} training pairs are fewer than one global batch of "
-                          f"{global_batch} (batch_size × grad_accum × processes)")
+                          f"{global_batch} (batch_size × gradient_accumulation_steps × processes)")
     return cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * per_epoch))
 
 
@@ -191,9 +193,9 @@ def _reference(cfg: TrainConfig, mode: str | None, model, split, accelerator, pa
                                         chunk_rows=cfg.logprob_chunk_rows)
     settings = {"mixed_precision": accelerator.mixed_precision, "attention": cfg.attention,
                 "packing": cfg.packing, "chunked_logprobs": cfg.chunked_logprobs}
-    return ref_lib.precomputed(model, split.rows, cache=ref_lib.cache_file(split.cache_dir, cfg.model, settings),
+    return ref_lib.precomputed(model, split.rows, cache=ref_lib.cache_file(split.cache_dir, cfg.base_model, settings),
                                packing=cfg.packing, chunked=cfg.chunked_logprobs, chunk_rows=cfg.logprob_chunk_rows,
-                               batch_size=cfg.eval_batch_size, pad_id=pad_id, device=accelerator.device,
+                               batch_size=cfg.heldout_batch_size, pad_id=pad_id, device=accelerator.device,
                                accelerator=accelerator, progress=cfg.progress and accelerator.is_main_process,
                                log=accelerator.print)
 
@@ -215,21 +217,21 @@ def set_up(cfg: TrainConfig) -> Session:
     out.mkdir(parents=True, exist_ok=True)
     main, world = accelerator.is_main_process, accelerator.num_processes
 
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.base_model)
     train_split, heldout = _load_splits(cfg, tokenizer, accelerator)
     rows, dimensions = train_split.rows, list(train_split.dimensions)
     if cfg.conditioned and not dimensions:
         raise ConfigError(f"{cfg.data}: loss 'amopo' needs at least one dimension in the prepared data")
-    if cfg.loss == "modpo":
+    if cfg.objective == "modpo":
         accelerator.print(modpo_lib.check_margin(cfg.modpo_objective, cfg.modpo_margin, cfg.modpo_weight,
                                                  dimensions, rows, where=str(Path(cfg.data) / "train.jsonl")))
-    global_batch = cfg.batch_size * cfg.grad_accum * world
+    global_batch = cfg.batch_size * cfg.gradient_accumulation_steps * world
     total_steps = _total_steps(cfg, len(rows), global_batch)
 
     model, lean, dropout = _build_model(cfg)
-    ref_mode = ref_lib.reference_mode(cfg.loss, cfg.reference, lora=cfg.lora, sharded=bool(cfg.fsdp_config))
+    ref_mode = ref_lib.reference_mode(cfg.objective, cfg.reference, lora=cfg.lora, sharded=bool(cfg.fsdp_config))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
@@ -249,7 +251,7 @@ def set_up(cfg: TrainConfig) -> Session:
             accelerator.print(f"Resumed from {latest} at step {step}")
 
     run = Run(main, cfg.mlflow_tracking_uri, cfg.mlflow_experiment, cfg.run_name, run_id=run_id,
-              tags={"amopo.loss": cfg.loss, "amopo.base_model": cfg.model})
+              tags={"amopo.objective": cfg.objective, "amopo.base_model": cfg.base_model})
     resolved = config_lib.dump_yaml(cfg)
     if main:
         (out / "train_config.yaml").write_text(resolved)
@@ -265,10 +267,10 @@ def set_up(cfg: TrainConfig) -> Session:
 
     session = Session(
         cfg=cfg, accelerator=accelerator, out=out, tokenizer=tokenizer, rows=rows, dimensions=dimensions,
-        heldout_rows=heldout.rows[: cfg.eval_max_pairs or None] if heldout else [], model=model,
+        heldout_rows=heldout.rows[: cfg.heldout_max_pairs or None] if heldout else [], model=model,
         optimizer=optimizer, scheduler=scheduler, reference_logps=reference_logps, run=run,
         total_steps=total_steps, global_batch=global_batch, step=step, dropout=dropout,
-        summary={"loss": cfg.loss, "beta": cfg.effective_beta, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
+        summary={"objective": cfg.objective, "beta": cfg.effective_beta, "dimensions": dimensions, "train_pairs": len(rows), "total_steps": total_steps,
                  "world_size": world, "mixed_precision": accelerator.mixed_precision,
                  "fsdp": bool(cfg.fsdp_config), "reference": ref_mode, "fast_path": fast_path,
                  **dropout.summary()})
@@ -284,7 +286,7 @@ def set_up(cfg: TrainConfig) -> Session:
 
 def _evaluate(s: Session, tag: str) -> dict:
     res = preference_accuracy(s.model, s.heldout_rows, s.dimensions, pad_id=s.tokenizer.pad_token_id,
-                              device=s.accelerator.device, batch_size=s.cfg.eval_batch_size,
+                              device=s.accelerator.device, batch_size=s.cfg.heldout_batch_size,
                               accelerator=s.accelerator, progress=s.cfg.progress and s.accelerator.is_main_process)
     s.run.log_metrics({f"heldout_{tag}/{k}": v for k, v in res.items()}, step=s.step)
     return res
@@ -306,7 +308,7 @@ def _optimizer_step(s: Session) -> tuple[dict[str, float], int]:
     """One optimizer step over this process's micro-batches; (metric sums, logical tokens) of them."""
     cfg, accelerator, model = s.cfg, s.accelerator, s.model
     epoch, micro = micro_batches(len(s.rows), s.step, seed=cfg.seed, batch_size=cfg.batch_size,
-                                 grad_accum=cfg.grad_accum, world_size=accelerator.num_processes,
+                                 gradient_accumulation_steps=cfg.gradient_accumulation_steps, world_size=accelerator.num_processes,
                                  rank=accelerator.process_index)
     sums: dict[str, float] = {}
     tokens = 0
@@ -315,7 +317,7 @@ def _optimizer_step(s: Session) -> tuple[dict[str, float], int]:
             per_example, part, ntok = micro_step(
                 cfg, model, [s.rows[i] for i in idx], dimensions=s.dimensions, epoch=epoch,
                 pad_id=s.tokenizer.pad_token_id, device=accelerator.device, reference_logps=s.reference_logps)
-            accelerator.backward(per_example.sum() / (cfg.batch_size * cfg.grad_accum))
+            accelerator.backward(per_example.sum() / (cfg.batch_size * cfg.gradient_accumulation_steps))
         for k, v in part.items():
             sums[k] = sums.get(k, 0.0) + v
         tokens += ntok
@@ -348,8 +350,10 @@ def run_steps(s: Session) -> None:
     bar = None
     if cfg.progress and main:
         from tqdm.auto import tqdm
-        bar = tqdm(total=s.total_steps, initial=s.step, desc=f"train {cfg.loss}", unit="step")
+        bar = tqdm(total=s.total_steps, initial=s.step, desc=f"train {cfg.objective}", unit="step")
     s.model.train()
+    if main and s.trainer_status is None:
+        s.trainer_status = TrainerStatusReporter.from_env(start_step=s.step)
     finished = False
     try:
         while s.step < s.total_steps:
@@ -362,6 +366,8 @@ def run_steps(s: Session) -> None:
                     fh.write(json.dumps({"step": s.step, **metrics}) + "\n")
                 if s.step % cfg.log_every == 0 or s.step == s.total_steps:
                     s.run.log_metrics(metrics, step=s.step)
+                if s.trainer_status is not None:   # hands over and returns; a thread posts it
+                    s.trainer_status.report(s.step, s.total_steps, metrics)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{_mean_acc(metrics):.2f}",
@@ -375,6 +381,8 @@ def run_steps(s: Session) -> None:
             bar.close()
         if not finished:
             s.run.end("FAILED")
+            if s.trainer_status is not None:
+                s.trainer_status.close()
 
 
 # ------------------------------------------------------------------ finishing
@@ -408,13 +416,19 @@ def _write_model(s: Session) -> Path:
 
 
 def _conditioning(cfg: TrainConfig) -> dict:
-    """The conditioning spec of the prepared data's dimensions, as training rendered their prefixes."""
+    """The conditioning spec of the prepared data's dimensions, as training rendered their prefixes,
+    plus ``steer_trained``: the dimensions the train split showed in both orientations (prepare.json's
+    ``steer_trained``; see ``amopo.data.orientations.both_orientations``), the ones evaluation measures
+    steering on by default."""
     from amopo.data.dimensions import Dimension
     from amopo.data.tokenize import manifest_prompt_style, read_manifest
 
     manifest = read_manifest(cfg.data)
     dims = [Dimension.from_json(d) for d in manifest["dimensions"]]
-    return conditioning_spec(dims, accumulate=cfg.accumulate_prefixes, style=manifest_prompt_style(manifest))
+    spec = conditioning_spec(dims, accumulate=cfg.accumulate_prefixes, style=manifest_prompt_style(manifest))
+    if "steer_trained" in manifest:   # absent from folders prepared before it was recorded
+        spec["steer_trained"] = list(manifest["steer_trained"])
+    return spec
 
 
 def peak_memory_bytes(device) -> int:
@@ -432,7 +446,7 @@ def finish(s: Session) -> dict:
     if s.heldout_rows:
         summary["heldout_final"] = _evaluate(s, "final")
         summary["heldout_fingerprint"] = heldout_fingerprint(cfg.data, max_length=cfg.max_length,
-                                                             max_pairs=cfg.eval_max_pairs,
+                                                             max_pairs=cfg.heldout_max_pairs,
                                                              accumulate_prefixes=cfg.accumulate_prefixes)
         accelerator.print(f"held-out preference accuracy (trained): {_fmt_acc(summary['heldout_final'])}")
     model_dir = _write_model(s)
@@ -450,6 +464,8 @@ def finish(s: Session) -> dict:
         if figure:
             s.run.log_artifact(figure)
         s.run.end()
+        if s.trainer_status is not None:   # 100 %, sent at once (or by the time the process exits)
+            s.trainer_status.finish(s.step, s.total_steps)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

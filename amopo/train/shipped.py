@@ -22,3 +22,13 @@ def project_dir() -> Path:
 def shipped_fsdp_config() -> Path:
     """The shipped FSDP2 config: ``configs/accelerate/fsdp.yaml`` under :func:`project_dir`."""
     return project_dir() / FSDP_CONFIG
+
+
+def shipped_or_local(path: str | Path) -> Path:
+    """``path`` as given when it exists (absolute, or relative to the working folder); else a relative
+    ``path`` under :func:`project_dir`, so ``configs/accelerate/fsdp.yaml`` names the shipped file from
+    any folder, in a checkout and in the image alike."""
+    given = Path(path).expanduser()
+    if given.exists() or given.is_absolute():
+        return given
+    return project_dir() / given

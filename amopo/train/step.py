@@ -135,8 +135,8 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
     avg = average_logprob(stats)
     avg_w, avg_l = _split(avg, b, k)
 
-    if cfg.loss in ("amopo", "simpo"):
-        if cfg.loss == "amopo":
+    if cfg.objective in ("amopo", "simpo"):
+        if cfg.objective == "amopo":
             mu_w, mu_l = _split(stats.prob_mean, b, k)
             sd_w, sd_l = _split(stats.prob_std, b, k)
             noise = example_noise([r["id"] for r in rows], k, seed=cfg.seed, epoch=epoch).to(device)
@@ -151,10 +151,10 @@ def micro_step(cfg: TrainConfig, model, rows: Sequence[dict], *, dimensions: Seq
         reward_w, reward_l = beta * avg_w.detach(), beta * avg_l.detach()
     else:
         if reference_logps is None:
-            raise ValueError(f"loss '{cfg.loss}' needs a reference model")
+            raise ValueError(f"loss '{cfg.objective}' needs a reference model")
         with torch.no_grad():
             ref_w, ref_l = _split(reference_logps(rows, batch), b, k)
-        if cfg.loss == "dpo":
+        if cfg.objective == "dpo":
             per_example = dpo_loss(logp_w[:, 0], logp_l[:, 0], ref_w[:, 0], ref_l[:, 0], beta=beta)
         else:
             spec = margin_spec(cfg.modpo_objective, cfg.modpo_margin, cfg.modpo_weight, dimensions)

@@ -12,8 +12,8 @@ def fake_train(objective: str, model: dsl.Output[dsl.Model]):
 
     out = Path(model.path)
     (out / "model").mkdir(parents=True)
-    (out / "metrics.json").write_text(json.dumps({"loss": objective, "steps": 2}))
-    (out / "train_config.yaml").write_text(f"loss: {objective}\nbeta: null\n")
+    (out / "metrics.json").write_text(json.dumps({"objective": objective, "steps": 2}))
+    (out / "train_config.yaml").write_text(f"objective: {objective}\nbeta: null\n")
     (out / "history.jsonl").write_text("".join(json.dumps({"step": s, "tokens_per_s": 100.0 * s,
                                                            "seconds_per_step": 0.5}) + "\n" for s in (1, 2)))
     model.metadata["objective"] = objective

@@ -13,7 +13,7 @@ def make_training_output(root: Path, model_dir: Path, *, final_accuracy: float =
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, root / "model", dirs_exist_ok=True)
     summary = {
-        "loss": loss, "dimensions": ["overall", "helpfulness"], "train_pairs": 16, "total_steps": 4,
+        "objective": loss, "dimensions": ["overall", "helpfulness"], "train_pairs": 16, "total_steps": 4,
         "world_size": 1, "steps": 4,
         "heldout_base": {"accuracy/overall": 0.5, "accuracy/mean_dimensions": 0.5},
         "heldout_final": {"accuracy/overall": final_accuracy, "accuracy/mean_dimensions": final_accuracy},
@@ -21,7 +21,7 @@ def make_training_output(root: Path, model_dir: Path, *, final_accuracy: float =
         "mlflow_run_id": run_id, "mlflow_tracking_uri": "sqlite:///elsewhere.db",
     }
     (root / "metrics.json").write_text(json.dumps(summary, indent=2))
-    (root / "train_config.yaml").write_text(f"model: embedded:smollm2-135m-instruct\nloss: {loss}\n")
+    (root / "train_config.yaml").write_text(f"base_model: embedded:smollm2-135m-instruct\nobjective: {loss}\n")
     return root
 
 

@@ -12,7 +12,7 @@ from amopo.train.config import TrainConfig
 
 def train_config(prepared, model, out, mlflow_uri, **kw) -> TrainConfig:
     """A validated TrainConfig: 2 steps of batch 2 at lr 1e-3, no warm-up, no held-out evaluation."""
-    base = dict(data=str(prepared), model=str(model), output=str(out), max_steps=2, lr=1e-3, batch_size=2,
+    base = dict(data=str(prepared), base_model=str(model), output=str(out), max_steps=2, learning_rate=1e-3, batch_size=2,
                 max_length=128, progress=False, eval_heldout=False, mlflow_tracking_uri=mlflow_uri,
                 warmup_ratio=0.0)
     base.update(kw)
@@ -47,13 +47,13 @@ def train_verbosity_model(root: Path, base_model: Path, mlflow_uri: str, prompts
     root.mkdir(parents=True, exist_ok=True)
     train_file = write_jsonl(root / "train.jsonl", verbosity_pairs(prompts))
     eval_file = write_jsonl(root / "eval.jsonl", verbosity_pairs(verbosity_prompts(2, offset=1000)))
-    prepare(PrepareConfig(input=str(train_file), eval_input=str(eval_file), output=str(root / "data"),
+    prepare(PrepareConfig(data_source=str(train_file), eval_source=str(eval_file), output=str(root / "data"),
                           dimensions=["verbosity"]), echo=None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(train_config(root / "data", base_model, root / "run", mlflow_uri, loss="amopo", max_steps=250,
-                           lr=1e-2, batch_size=4, sft_weight=1.0, mixed_precision="no", seed=42, log_every=250))
+        train(train_config(root / "data", base_model, root / "run", mlflow_uri, objective="amopo", max_steps=250,
+                           learning_rate=1e-2, batch_size=4, sft_weight=1.0, mixed_precision="no", seed=42, log_every=250))
     finally:
         torch.set_num_threads(threads)
     return root / "run" / "model"
