@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         step = sub.add_parser(name, help=help_text, description=help_text)
         step.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the options below")
         config_lib.add_arguments(step, _load(name)[0])
+    # parsed by pipelines.cli (main() hands it every argument first); listed here for --help
+    sub.add_parser("pipeline", add_help=False, help="The whole Kubeflow pipeline: compile, run --local, submit "
+                                                    "(--dry-run), stop-serving; `amopo pipeline --help`.")
     return parser
 
 

@@ -50,7 +50,23 @@ def run_local(params: dict, *, work_dir: str | Path = "runs/pipeline", verbose: 
     summary = collect_outputs(work / "artifacts", started, params)
     summary["log_dir"] = str(log_dir)
     summary["logs"] = {task: step["log"] for task, step in logs.steps.items()}
+    summary["wall_seconds"] = time.time() - started
+    summary["step_seconds"] = {task: step["seconds"] for task, step in logs.steps.items()}
     return summary
+
+
+def time_shares(wall_seconds: float, step_seconds: dict[str, float], *, least: float = 0.02) -> str:
+    """"12m 3s: train-model 45%, evaluate-model 30%, …, 6 more 3%": the run's wall time and each step's
+    share of it, largest first; steps under ``least`` of it are summed in one item."""
+    from pipelines.console import duration
+
+    wall = max(wall_seconds, 1e-9)
+    big = sorted(((s, t) for t, s in step_seconds.items() if s / wall >= least), reverse=True)
+    small = [s for s in step_seconds.values() if s / wall < least]
+    items = [f"{task} {seconds / wall:.0%}" for seconds, task in big]
+    if small:
+        items.append(f"{len(small)} more {sum(small) / wall:.0%}")
+    return f"{duration(wall_seconds)}: " + ", ".join(items)
 
 
 def _run_pipeline(params: dict, work: Path) -> None:
@@ -261,6 +277,8 @@ def print_summary(summary: dict) -> None:
         line("champion", f"version {summary['champion_version']}"
              + (" (this run's model, newly promoted)" if summary["promoted"] else " (unchanged)"))
     line("pipeline state", summary["final_state"])
+    if summary.get("step_seconds"):
+        line("wall time", time_shares(summary["wall_seconds"], summary["step_seconds"]))
     if summary.get("log_dir"):
         line("step logs", f"{summary['log_dir']}/<step>.log ({len(summary.get('logs') or {})} steps; "
                           f"the runner's own lines in pipeline.log)")

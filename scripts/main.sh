@@ -8,6 +8,11 @@
 # well) or --param max_steps=8.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+start=$SECONDS
 bash "$root/scripts/setup.sh"
+setup=$((SECONDS - start))
 cd "$root"
-exec "$root/.venv/bin/amopo" pipeline run --local --work-dir runs/pipeline "$@"
+"$root/.venv/bin/amopo" pipeline run --local --work-dir runs/pipeline "$@"
+total=$((SECONDS - start))
+printf 'main job: %dm%02ds in all (set-up %dm%02ds, pipeline %dm%02ds)\n' $((total / 60)) $((total % 60)) \
+  $((setup / 60)) $((setup % 60)) $(((total - setup) / 60)) $(((total - setup) % 60))

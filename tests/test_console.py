@@ -332,3 +332,17 @@ def test_the_real_local_runner_failing_step_shows_its_error(tmp_path):
     assert "    | ValueError: step 2 cannot go on" in screen.splitlines()
     assert "ValueError: step 2 cannot go on" in (tmp_path / "logs" / "echo-step-2.log").read_text()
     assert logs.steps["echo-step-2"]["ok"] is False
+
+
+def test_the_wall_time_line_gives_each_steps_share_largest_first():
+    from pipelines.local_run import time_shares
+
+    line = time_shares(600.0, {"train-model": 300.0, "evaluate-model": 150.0, "gate-model": 3.0, "plan": 6.0})
+    assert line == "10m00s: train-model 50%, evaluate-model 25%, 2 more 2%"
+
+
+def test_amopo_help_lists_every_subcommand_pipeline_included():
+    from amopo.cli import STEPS, build_parser
+
+    text = build_parser().format_help()
+    assert all(name in text for name in [*STEPS, "pipeline"])
