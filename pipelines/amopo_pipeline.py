@@ -108,11 +108,11 @@ def amopo_pipeline(
     base_model: str = EMBEDDED_MODEL,
     max_length: int = 1024,
     prepare_options: dict = {},
-    annotate_dimension: str = "",  # e.g. instruction_following: the judge scores it where the data lacks it; "" skips
+    annotate_dimension: str = "",
     annotate_options: dict = {},
     objective: str = "amopo",
     objectives: str = "",
-    beta: float = -1.0,  # < 0: each objective's own default (0.8 amopo/simpo, 0.1 dpo/modpo)
+    beta: float = -1.0,
     gamma: float = 2.0,
     learning_rate: float = 1e-4,
     max_steps: int = 24,
@@ -125,17 +125,17 @@ def amopo_pipeline(
     num_nodes: int = 1,
     gpus_per_node: int = 0,
     accelerator_type: str = "",
-    fsdp_config: str = "",  # "" = DDP; configs/accelerate/fsdp.yaml = FSDP2 with the shipped config
-    trainjob_cpu: str = "4",  # per TrainJob node
+    fsdp_config: str = "",
+    trainjob_cpu: str = "4",
     trainjob_memory: str = "16Gi",
-    image: str = IMAGE,  # every step, the TrainJobs and the custom InferenceService
+    image: str = IMAGE,
     namespace: str = "amopo",
     workspace_pvc: str = "amopo-workspace",
     node_selector: dict = {},
     tolerations: list = [],
     train_timeout_minutes: int = 1440,
-    training_runtime: str = "torch-distributed",  # or the project's amopo-torch (k8s/runtime/)
-    queue_name: str = "",  # Kueue LocalQueue for TrainJobs and InferenceServices (label kueue.x-k8s.io/queue-name)
+    training_runtime: str = "torch-distributed",
+    queue_name: str = "",
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "amopo-pipeline",
     judge: str = EMBEDDED_MODEL,
@@ -148,8 +148,8 @@ def amopo_pipeline(
     eval_options: dict = {},
     eval_cpu: str = "2",
     eval_memory: str = "8Gi",
-    eval_gpus: str = "",  # "" = no GPU
-    gate_metric: str = GATE_METRIC,  # pref_accuracy/plain: conditioned accuracies see the chosen score
+    eval_gpus: str = "",
+    gate_metric: str = GATE_METRIC,
     gate_min_improvement: float = 0.0,
     gate_thresholds: str = "",
     gate_against_base: bool = True,
@@ -164,7 +164,7 @@ def amopo_pipeline(
     serving_service_account: str = "",
     deploy_timeout_minutes: int = 15,
     smoke_prompt: str = "In one sentence: what is a preference dataset used for?",
-    endpoint_check_tasks: str = "amopo_facts_mc",  # lm-eval tasks the endpoint must score as the checkpoint; "" skips
+    endpoint_check_tasks: str = "amopo_facts_mc",
     endpoint_check_limit: int = 20,
     endpoint_check_tolerance: float = 0.05,
     endpoint_check_cpu: str = "1",
@@ -178,8 +178,90 @@ def amopo_pipeline(
     compare_cpu: str = "1",
     compare_memory: str = "4Gi",
     compare_gpus: str = "",
-    register_candidates: bool = False,  # every compared objective as a tagged version (no alias)
+    register_candidates: bool = False,
 ):
+    """AMoPO on preference data, evaluated, gated, registered, served and promoted (module docstring).
+
+    Args:
+        data_source: Preference data: "sample" (shipped), a .jsonl/.jsonl.gz/.parquet file, or a hub dataset "owner/name[:split]".
+        data_format: Format of data_source: amopo (prompt/chosen/rejected records), helpsteer2 or ultrafeedback.
+        eval_source: Held-out data in the same format; empty holds out a share of data_source's prompts.
+        dimensions: Comma-separated preference dimensions to train on; empty takes the format's defaults.
+        base_model: Model to align: a Hugging Face hub id, a folder in the image, or embedded:smollm2-135m-instruct.
+        max_length: Tokens per sequence, prompt and response together (longer pairs are dropped).
+        prepare_options: Any other `amopo prepare` option by name, e.g. {"steer_both_orientations": true}.
+        annotate_dimension: A dimension the judge scores where the data lacks it (e.g. instruction_following); empty skips the step's work.
+        annotate_options: Any other `amopo annotate` option by name, e.g. {"cache": "/workspace/verdicts.jsonl"}.
+        objective: Training objective when objectives is empty: amopo, simpo, dpo or modpo.
+        objectives: Comma-separated objectives to train and compare side by side (e.g. "amopo,simpo,dpo", "amopo:weighting=uniform"); empty trains objective alone.
+        beta: β of the objective; below 0 takes each objective's own default (0.8 amopo/simpo, 0.1 dpo/modpo).
+        gamma: γ, the reward margin of amopo and simpo.
+        learning_rate: Peak learning rate (AdamW, linear warm-up, cosine decay).
+        max_steps: Optimizer steps; 0 trains for train_options.epochs instead.
+        batch_size: Preference pairs per process per micro-step.
+        gradient_accumulation_steps: Micro-steps per optimizer step.
+        train_options: Any other `amopo train` option by name, e.g. {"sft_weight": 0.5, "lora": true}.
+        heldout_max_pairs: Held-out pairs scored before and after training and in evaluation (0: all).
+        launcher: Where training runs: local (in the step's pod) or trainjob (a Kubeflow Trainer TrainJob).
+        num_processes: Training processes in the step's pod (local) or per CPU node (trainjob).
+        num_nodes: TrainJob nodes.
+        gpus_per_node: GPUs per TrainJob node (0: CPU nodes).
+        accelerator_type: GPU product the TrainJob and serving nodes must carry (node label nvidia.com/gpu.product); empty: any.
+        fsdp_config: Empty for data-parallel training, or configs/accelerate/fsdp.yaml to shard with FSDP2 (`amopo train --fsdp-config`).
+        trainjob_cpu: CPU request of each TrainJob node (a Kubernetes quantity).
+        trainjob_memory: Memory request and limit of each TrainJob node (a Kubernetes quantity).
+        image: Image of every step, of the TrainJobs and of the custom InferenceService.
+        namespace: Namespace of the run and its TrainJobs (submit refuses any other).
+        workspace_pvc: ReadWriteMany volume the train step and its TrainJob share.
+        node_selector: Node labels that training, evaluation, comparison, endpoint-check and serving pods need.
+        tolerations: Tolerations of those pods (Kubernetes toleration objects).
+        train_timeout_minutes: Longest a TrainJob may run before it is deleted and the step fails.
+        training_runtime: ClusterTrainingRuntime of the TrainJobs: torch-distributed, or the project's amopo-torch (k8s/runtime/).
+        queue_name: Kueue LocalQueue admitting TrainJobs and InferenceServices; empty: none.
+        mlflow_tracking_uri: MLflow tracking and registry URI; empty: $MLFLOW_TRACKING_URI, else the embedded sqlite store.
+        mlflow_experiment: MLflow experiment of the training and evaluation runs.
+        judge: Judge of win rates and dimension ratings: a model folder or hub id, embedded:..., or an OpenAI-compatible URL.
+        judge_model_name: Model name to send to an OpenAI-compatible judge; empty: the server's only model.
+        eval_dimensions: Comma-separated dimensions the judge rates; empty: the trained ones it has a rubric for.
+        eval_num_instructions: Instructions answered for win rates and dimension ratings.
+        eval_max_new_tokens: Longest answer generated in evaluation, in tokens.
+        lm_eval_tasks: Comma-separated lm-eval tasks scored on the trained and the base model; empty skips them.
+        lm_eval_limit: Documents per lm-eval task (0: all).
+        eval_options: Any other `amopo evaluate` option by name, e.g. {"steer_dimensions": ["verbosity"]}.
+        eval_cpu: CPU request of the evaluate pod.
+        eval_memory: Memory request and limit of the evaluate pod.
+        eval_gpus: NVIDIA GPUs of the evaluate pod; empty: none.
+        gate_metric: Metric the best objective and the gate are chosen on (pref_accuracy/plain: the chosen score is never shown).
+        gate_min_improvement: How much the gate metric must beat the base model (or the champion) by.
+        gate_thresholds: Extra conditions a model must meet, comma-separated, e.g. "winrate/lc>=0.5".
+        gate_against_base: Compare with the base model (true) or with the registered champion (false).
+        registered_model_name: Name of the model in the registry and of its InferenceService.
+        deploy_target: Where the gated model is served: local (`amopo serve` on 127.0.0.1) or kserve.
+        serving_namespace: Namespace of the InferenceService.
+        serving_runtime: huggingface (KServe's runtime, vLLM on GPUs; steering through the chat template) or custom (`amopo serve` in the image).
+        serving_gpus: GPUs of the InferenceService.
+        serving_cpu: CPU request of the InferenceService.
+        serving_memory: Memory request and limit of the InferenceService.
+        canary_traffic_percent: Share of traffic the new revision gets (100: all).
+        serving_service_account: Service account of the InferenceService (e.g. one with the S3 credentials); empty: the namespace's default.
+        deploy_timeout_minutes: Longest wait for the InferenceService to become ready.
+        smoke_prompt: Prompt the smoke test sends, plainly and steered.
+        endpoint_check_tasks: Comma-separated lm-eval tasks the endpoint must score as the checkpoint does; empty skips the check.
+        endpoint_check_limit: Documents per endpoint-check task.
+        endpoint_check_tolerance: Largest score gap allowed between the endpoint and the checkpoint.
+        endpoint_check_cpu: CPU request of the endpoint-check pod.
+        endpoint_check_memory: Memory request and limit of the endpoint-check pod.
+        endpoint_check_gpus: NVIDIA GPUs of the endpoint-check pod; empty: none.
+        local_state_dir: Where a local deploy records its server (deploy_target local).
+        keep_serving: Leave the local server running after the run (stop: amopo pipeline stop-serving).
+        compare_head_to_head: Have the judge compare the objectives' answers pairwise.
+        compare_head_to_head_instructions: Instructions of the head-to-head comparison (0: the evaluation's).
+        compare_options: Any other `amopo compare` option by name.
+        compare_cpu: CPU request of the compare pod.
+        compare_memory: Memory request and limit of the compare pod.
+        compare_gpus: NVIDIA GPUs of the compare pod; empty: none.
+        register_candidates: Also register every compared objective as a tagged version without an alias.
+    """
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     cleanup = _step(clean_up(target=deploy_target, state_dir=local_state_dir, run_id=run_id,
                              keep_serving=keep_serving), "clean up", image, heavy=False)

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amopo pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     comp = sub.add_parser("compile", help="write the KFP IR YAML")
-    comp.add_argument("--output", default=str(COMPILED))
+    comp.add_argument("--output", default=str(COMPILED), help="where the compiled pipeline YAML goes")
     comp.add_argument("--image", default=None,
                       help="default of the `image` parameter: the image of every step, TrainJob and custom "
                            "InferenceService (default: the project's release image)")
@@ -50,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--dry-run", action="store_true",
                     help="contact nothing (not even --host): write and validate every object the run would create")
     sm.add_argument("--values", default=None, metavar="FILE", help="run settings and parameters (k8s/values/)")
-    sm.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a pipeline parameter, over the values file's (repeatable)")
     sm.add_argument("--experiment", default=None, help="KFP experiment (default: the values file's, else amopo)")
-    sm.add_argument("--run-name", default=None)
+    sm.add_argument("--run-name", default=None, help="display name of the run (default: KFP's)")
     sm.add_argument("--namespace", default=None,
                     help="the run's namespace; must equal the `namespace` parameter (its default)")
     sm.add_argument("--service-account", default=None,
@@ -80,9 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--keep-serving", action="store_true", help="leave the model server running at the end")
     rn.add_argument("--verbose", action="store_true",
                     help="print everything KFP and the steps print (it also goes to the step logs)")
-    rn.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    rn.add_argument("--values", default=None, metavar="FILE",
+                    help="pipeline parameters from a values file's `parameters:` (its `run:` settings are for "
+                         "submit and are not read here), e.g. configs/pipeline/steer.yaml")
+    rn.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a pipeline parameter, over the values file's (repeatable)")
     st = sub.add_parser("stop-serving", help="stop a model server left running by `run --local --keep-serving`")
-    st.add_argument("state_file", nargs="?", default=None)
+    st.add_argument("state_file", nargs="?", default=None,
+                    help="the server's state file (default: every one under runs/pipeline/serving)")
     return parser
 
 
@@ -136,8 +142,9 @@ def main(argv: list[str]) -> int:
             _submit(args)
         elif args.action == "run":
             from pipelines.local_run import print_summary, run_local
+            from pipelines.values import load_values
 
-            params = parse_params(args.param)
+            params = {**(load_values(args.values).parameters if args.values else {}), **parse_params(args.param)}
             if args.keep_serving:
                 params["keep_serving"] = True
             print_summary(run_local(params, work_dir=args.work_dir, verbose=args.verbose))

@@ -25,7 +25,7 @@ class TrainConfig:
     objective: str = field("amopo", help="training objective: amopo | simpo | dpo | modpo")
     beta: float | None = field(None, help="β; default 0.8 for amopo/simpo, 0.1 for dpo/modpo")
     gamma: float = field(2.0, help="γ, the absolute reward margin of amopo/simpo")
-    weighting: str = field("gaussian", help="amopo dimension weights: gaussian | mean | uniform")
+    weighting: str = field("gaussian", help="AMoPO's dimension weights: gaussian | mean | uniform")
     flatten_softmax: bool = field(False, help="parity: softmax the weights over batch×K (released code)")
     accumulate_prefixes: bool = field(False, help="parity: accumulate dimension prefixes (released code)")
     sft_weight: float = field(0.0, help="weight of an SFT term on the chosen responses")
