@@ -418,3 +418,51 @@ def test_a_registered_model_is_served_with_its_spec(steer_model, tmp_path, monke
     monkeypatch.setenv("AMOPO_CACHE", str(tmp_path / "cache"))
     local = resolve_model_dir("models:/steer@challenger", uri)
     assert load_spec(local) == load_spec(steer_model)
+
+
+def test_the_endpoint_check_steers_the_server_through_chat_template_kwargs_as_the_checkpoint(base, steer_model,
+                                                                                             monkeypatch):
+    """The endpoint step's steering check: the served answers at verbosity 0 and 4, asked through
+    chat_template_kwargs, are the checkpoint's own greedy answers from its chat template."""
+    from amopo.evaluate import endpoint_steering
+    from amopo.serving import smoke
+
+    sent = []
+    real_chat = smoke._chat
+    monkeypatch.setattr(endpoint_steering, "_chat", lambda url, body, **kw: (sent.append(body), real_chat(url, body, **kw))[1])
+    got = endpoint_steering.compare_steering(base, "steer", steer_model, prompts=PROMPTS[:2], max_tokens=MAX_TOKENS)
+    assert all(b["chat_template_kwargs"]["dimension_targets"] in (LOW, HIGH) for b in sent) and len(sent) == 4
+    levels = got["dimensions"]["verbosity"]
+    assert set(levels) == {0, 4} and all(v["same_answers"] == 1.0 for v in levels.values()), levels
+    assert levels[0]["endpoint_tokens"] == levels[0]["checkpoint_tokens"] < levels[4]["endpoint_tokens"]
+
+
+def test_the_endpoint_steering_check_skips_a_model_trained_to_steer_nothing(tiny_model_dir, steer_model, tmp_path):
+    import json
+    import shutil
+
+    from amopo.evaluate.endpoint_steering import compare_steering, steered_dimensions
+
+    assert compare_steering("http://127.0.0.1:9", "m", tiny_model_dir) is None   # no spec at all
+    folder = tmp_path / "model"
+    shutil.copytree(steer_model, folder)
+    spec = json.loads((folder / "amopo_conditioning.json").read_text())
+    assert spec["steer_trained"] == ["verbosity"] and [d["name"] for d in steered_dimensions(folder)] == ["verbosity"]
+    (folder / "amopo_conditioning.json").write_text(json.dumps({**spec, "steer_trained": []}))
+    assert compare_steering("http://127.0.0.1:9", "m", folder) is None
+
+
+def test_the_endpoint_check_step_logs_the_served_steering(base, steer_model, tmp_path, capsys):
+    from kfp import dsl
+
+    from components.endpoint_check import check_endpoint
+
+    model = dsl.Model(name="model", uri=str(steer_model.parent), metadata={})
+    result = dsl.Metrics(name="result", uri=str(tmp_path / "result"), metadata={})
+    logged = {}
+    result.log_metric = lambda key, value: logged.__setitem__(key, value)
+    assert check_endpoint.python_func(url=base, model_name="steer", model=model, tasks="", limit=1, tolerance=0.05,
+                                      result=result) is False   # no lm-eval tasks: only steering was checked
+    assert logged["steering/verbosity/0/same_answers"] == logged["steering/verbosity/4/same_answers"] == 1.0
+    assert logged["steering/verbosity/0/endpoint_tokens"] < logged["steering/verbosity/4/endpoint_tokens"]
+    assert "verbosity at 0 through chat_template_kwargs" in capsys.readouterr().out
