@@ -340,7 +340,8 @@ def amopo_pipeline(
                 queue_name=queue_name), "deploy", image)
             _with_secrets(deployed)
             smoked = _step(smoke_test_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
-                                               prompt=smoke_prompt), "smoke test", image)
+                                               prompt=smoke_prompt, model=selected.outputs["model"]), "smoke test",
+                           image)
             kubernetes.use_secret_as_env(smoked, secret_name="amopo-serve", secret_key_to_env={"api-key": "AMOPO_SERVE_API_KEY"},
                                          optional=True)
             checked = _step(check_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],

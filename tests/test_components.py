@@ -206,8 +206,11 @@ def test_register_deploy_smoke_test_promote_and_clean_up(chain):
     try:
         assert url.startswith("http://127.0.0.1:") and served_name == "comp"
         smoke = _artifact(dsl.Markdown, root, "smoke")
-        reply = smoke_test_endpoint.python_func(url=url, model_name=served_name, prompt="Hello?", result=smoke)
+        reply = smoke_test_endpoint.python_func(url=url, model_name=served_name, prompt="Hello?", result=smoke,
+                                                model=chain["train"]["model"])
         assert reply and "smoke test passed" in Path(smoke.path).read_text()
+        # the chain's model was trained on quality pairs only: no steering to measure
+        assert "the model was trained to steer no dimension" in Path(smoke.path).read_text()
         decision = _artifact(dsl.Markdown, root, "promotion")
         promoted, champion = promote_model.python_func(
             registered_name="comp", version=version, gate_metric="pref_accuracy/mean_dimensions", min_improvement=0.0,

@@ -466,3 +466,16 @@ def test_the_endpoint_check_step_logs_the_served_steering(base, steer_model, tmp
     assert logged["steering/verbosity/0/same_answers"] == logged["steering/verbosity/4/same_answers"] == 1.0
     assert logged["steering/verbosity/0/endpoint_tokens"] < logged["steering/verbosity/4/endpoint_tokens"]
     assert "verbosity at 0 through chat_template_kwargs" in capsys.readouterr().out
+
+
+def test_the_smoke_step_measures_the_dimension_the_model_was_trained_to_steer(base, steer_model, tmp_path):
+    from kfp import dsl
+
+    from components.smoke_test import smoke_test_endpoint
+
+    model = dsl.Model(name="model", uri=str(steer_model.parent), metadata={})
+    result = dsl.Markdown(name="result", uri=str(tmp_path / "smoke.md"), metadata={})
+    smoke_test_endpoint.python_func(url=base, model_name="steer", prompt=PROMPTS[0], result=result, model=model)
+    steer = result.metadata["steering"]
+    assert steer.get("dimension") == "verbosity", steer
+    assert steer["mean_completion_tokens"][0] < steer["mean_completion_tokens"][4]

@@ -63,7 +63,7 @@ def smoke_test(url: str, model_name: str, *, prompt: str = DEFAULT_PROMPT, max_t
 
 
 def steering_lengths(url: str, model_name: str, *, dimension: str = "verbosity", levels: tuple = (0, 4),
-                     prompts=STEER_PROMPTS, max_tokens: int = 96, api_key_env: str | None = None,
+                     prompts=STEER_PROMPTS, max_tokens: int = 48, api_key_env: str | None = None,
                      timeout_s: float = 120.0) -> dict:
     """Mean completion tokens of greedy answers to ``prompts`` with ``dimension_targets`` set to each
     of ``levels`` (the endpoint's steering, measured); ``{"skipped": reason}`` when the served model
