@@ -32,7 +32,7 @@ def test_amopo_changes_every_trainable_parameter_and_logs(prepared, tiny_model_d
     assert [h["step"] for h in history] == [1, 2, 3]
     dims = summary["dimensions"]
     assert dims == ["overall", "helpfulness", "correctness", "instruction_following"]
-    for key in ["loss", "lr", "grad_norm", "tokens_per_s"] + [f"{m}/{d}" for m in
+    for key in ["loss", "learning_rate", "grad_norm", "tokens_per_s"] + [f"{m}/{d}" for m in
                 ("loss", "alpha", "accuracy", "margin", "rewards/chosen", "rewards/rejected") for d in dims]:
         assert key in history[0], key
     assert abs(sum(history[0][f"alpha/{d}"] for d in dims) - 1.0) < 1e-5  # α sums to 1 per pair

@@ -267,7 +267,7 @@ def test_posts_at_most_every_5_s_with_a_fresh_token_then_100_at_once(endpoint, t
         t0, step = time.monotonic(), 0
         while len(endpoint.requests) < 2 and time.monotonic() - t0 < 9:
             step += 1
-            reporter.report(step, 1000, {"loss": 0.7 - step / 10000, "accuracy/plain": 0.5, "lr": 1e-5,
+            reporter.report(step, 1000, {"loss": 0.7 - step / 10000, "accuracy/plain": 0.5, "learning_rate": 1e-5,
                                          "tokens_per_s": 1234.5})
             if step == 10:
                 token.write_text("token-2\n")
@@ -287,7 +287,7 @@ def test_posts_at_most_every_5_s_with_a_fresh_token_then_100_at_once(endpoint, t
     assert final["body"]["trainerStatus"]["progressPercentage"] == 100
     assert final["body"]["trainerStatus"]["estimatedRemainingSeconds"] == 0
     names = [m["name"] for m in second["body"]["trainerStatus"]["metrics"]]
-    assert names[:4] == ["loss", "accuracy", "lr", "tokens_per_s"]   # the headline first; accuracy the mean
+    assert names[:4] == ["loss", "accuracy", "learning_rate", "tokens_per_s"]   # the headline first; accuracy the mean
     assert _metrics(final["body"])["step"] == _metrics(final["body"])["total_steps"] == str(step)
 
 
@@ -313,7 +313,7 @@ def test_a_training_run_posts_throttled_progress_and_a_final_100(endpoint, tmp_p
     assert final["progressPercentage"] == 100 and final["estimatedRemainingSeconds"] == 0
     last = _metrics(requests[-1]["body"])
     assert last["step"] == last["total_steps"] == "12"
-    assert {"loss", "accuracy", "lr", "tokens_per_s", "grad_norm"} <= last.keys()
+    assert {"loss", "accuracy", "learning_rate", "tokens_per_s", "grad_norm"} <= last.keys()
     assert float(last["loss"]) > 0 and float(last["tokens_per_s"]) > 0
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert float(last["loss"]) == pytest.approx(json.loads(history[-1])["loss"], rel=1e-5)
@@ -457,7 +457,7 @@ async def test_run_trainjob_prints_the_trainer_status_when_it_changes(kmock):
 
     def status(pct, eta, loss, when):
         return {"trainerStatus": {"progressPercentage": pct, "estimatedRemainingSeconds": eta, "metrics": [
-            {"name": "loss", "value": loss}, {"name": "accuracy", "value": "0.734"}, {"name": "lr", "value": "1e-05"},
+            {"name": "loss", "value": loss}, {"name": "accuracy", "value": "0.734"}, {"name": "learning_rate", "value": "1e-05"},
             {"name": "tokens_per_s", "value": "1234.56"}, {"name": "grad_norm", "value": "2.1"}],
             "lastUpdatedTime": when}}
 

@@ -27,7 +27,7 @@ def trainjob_outcome(obj: dict) -> tuple[str, dict] | None:
 
 
 # status.trainerStatus metrics shown in the progress line, under these labels, when the job reports them.
-PROGRESS_METRICS = (("loss", "loss"), ("accuracy", "acc"), ("lr", "lr"), ("tokens_per_s", "tok/s"))
+PROGRESS_METRICS = (("loss", "loss"), ("accuracy", "acc"), ("learning_rate", "lr"), ("tokens_per_s", "tok/s"))
 
 
 def _duration(seconds: int) -> str:

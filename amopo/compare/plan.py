@@ -2,10 +2,10 @@
 
     objectives = "amopo,simpo,dpo"                      three entries, each with its own defaults
     objectives = "amopo,amopo:weighting=uniform,modpo"  an ablation variant: options after ':'
-    objectives = "simpo:lr=5e-5:beta=2.0"               per-entry learning rate and β
+    objectives = "simpo:learning_rate=5e-5:beta=2.0"   per-entry learning rate and β
     objectives = ""                                     the single `objective` of the run, as before
 
-An entry is ``OBJECTIVE[:KEY=VALUE]...``; its label is the entry as written. ``lr`` and ``beta`` set
+An entry is ``OBJECTIVE[:KEY=VALUE]...``; its label is the entry as written. ``learning_rate`` and ``beta`` set
 the entry's learning rate and β; any other key is an `amopo train` option (TrainConfig field). An
 entry without ``beta`` trains at its objective's own default (``beta`` < 0 means that too), so DPO
 gets 0.1 where AMoPO gets 0.8.

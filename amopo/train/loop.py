@@ -323,7 +323,7 @@ def _optimizer_step(s: Session) -> tuple[dict[str, float], int]:
         tokens += ntok
     sums["grad_norm"] = _norm_value(accelerator.clip_grad_norm_(model.parameters(),
                                                                 cfg.max_grad_norm or float("inf")))
-    sums["lr"] = s.scheduler.get_last_lr()[0]
+    sums["learning_rate"] = s.scheduler.get_last_lr()[0]
     s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
@@ -332,13 +332,13 @@ def _optimizer_step(s: Session) -> tuple[dict[str, float], int]:
 
 def _step_metrics(s: Session, sums: dict[str, float], tokens: int, seconds: float) -> dict[str, float]:
     """Per-pair means over all processes, plus lr, gradient norm, tokens/s and epoch."""
-    keys = sorted(k for k in sums if k not in ("lr", "grad_norm"))
+    keys = sorted(k for k in sums if k not in ("learning_rate", "grad_norm"))
     totals = torch.tensor([sums[k] for k in keys] + [float(tokens)], device=s.accelerator.device,
                           dtype=torch.float64)
     if s.accelerator.num_processes > 1:
         totals = s.accelerator.reduce(totals, reduction="sum")
     metrics = {k: totals[i].item() / s.global_batch for i, k in enumerate(keys)}
-    metrics.update(lr=sums["lr"], grad_norm=sums["grad_norm"], tokens_per_s=totals[-1].item() / seconds,
+    metrics.update(learning_rate=sums["learning_rate"], grad_norm=sums["grad_norm"], tokens_per_s=totals[-1].item() / seconds,
                    seconds_per_step=seconds, epoch=s.step / steps_per_epoch(len(s.rows), s.global_batch))
     return metrics
 

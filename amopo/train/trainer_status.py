@@ -62,7 +62,7 @@ MAX_BACKOFF_S = 300.0    # the cap of the back-off after failures
 FLUSH_S = 10.0           # how long the process's exit waits for the final post
 MAX_METRICS = 256        # the CRD's maxItems
 MAX_CHARS = 64           # the CRD's maxLength of a metric's name and value
-HEADLINE = ("loss", "accuracy", "lr", "tokens_per_s", "grad_norm", "epoch", "step", "total_steps")
+HEADLINE = ("loss", "accuracy", "learning_rate", "tokens_per_s", "grad_norm", "epoch", "step", "total_steps")
 
 log = logging.getLogger(__name__)
 
