@@ -15,10 +15,10 @@ How the commands run (no cluster, container engine service or registry is reacha
 | shell | ``export ...``, ``mkdir``, ``cat > ... <<EOF``, ``PATCH=$(jq ...)`` | bash, for real |
 | build | ``bash scripts/build_image.sh --torch cu128 --tag "$IMAGE"`` | for real, with buildah and ``--torch cpu`` (see below): it reuses the cached layers of the session's ``image`` fixture, and its result must have that image's Dockerfile steps and configuration |
 | push | ``buildah push "$IMAGE"`` | for real, to a registry on 127.0.0.1 (Debian's ``docker-registry``); a registries.conf given through ``CONTAINERS_REGISTRIES_CONF`` marks it plain HTTP. The registry's manifest must name the local image's config and layers |
-| kubectl | every ``kubectl`` command but the port-forward | for real, against an emulated API server (kmock; tests/helpers/kubectl_api.py says what it adds for kubectl) through a generated kubeconfig. kmock does not validate objects, so the stored built-in ones are validated here (``kubernetes-validate``, strict). The test plays the controllers: MLflow's Deployment becomes Available when its command answers in the image; the run's TrainJob and InferenceService are created by the train and deploy code paths, and the InferenceService becomes Ready when its command answers in the image |
+| kubectl | every ``kubectl`` command but the port-forward | for real, against an emulated API server (kmock; tests/helpers/kubectl_api.py says what it adds for kubectl) through a generated kubeconfig. kmock does not validate objects, so the stored built-in ones are validated here (``kubernetes-validate``, strict). The test plays the controllers: MLflow's Deployment becomes Available when its command answers in the image; the run's TrainJob and InferenceService are created by the train and deploy code paths, and the InferenceService becomes Ready when the stand-in Hugging Face runtime serving it answers |
 | dry-run | ``amopo pipeline submit --dry-run ...`` | for real (it contacts nothing) |
 | submit | ``amopo pipeline submit --host ...`` | for real, against the stand-in KFP API server of tests/helpers/kfp_api.py |
-| endpoint | the ``curl`` calls of section 6 | for real, against the custom InferenceService's container command (from the dry run's inferenceservice.yaml) running in the image as uid 1000 on a read-only filesystem, serving a tiny model with the conditioning spec of the values file's dimensions |
+| endpoint | the ``curl`` calls of section 6 | for real, against tests/helpers/hf_runtime.py, a stand-in for KServe's Hugging Face runtime (its docstring says why and what it does as the runtime does: the model folder's chat template rendered with the request's ``chat_template_kwargs``, a template error a 400), run on the host on a free port for the dry run's InferenceService (``modelFormat: huggingface``), serving under its name a tiny model with the conditioning spec of the values file's dimensions and the steering chat template training writes |
 | mlflow | the ``curl`` calls of section 7 | for real, against the MLflow Deployment's command (as applied to the emulated API, its Secret-backed variables resolved from the stored Secrets) running in the image, with a sqlite store instead of PostgreSQL |
 | not run | ``kubectl port-forward svc/amopo-mlflow 5000:5000 &`` | kmock cannot stream a port-forward. The test checks that the Service exists in the emulated API with port 5000 in front of the Deployment, and the address the forward would open is where the Deployment's command runs (substitution below) |
 
@@ -30,6 +30,7 @@ Substitutions, applied to the command text before it runs:
 | ``--torch cu128`` | ``--torch cpu`` | no CUDA wheel is reachable here; the Dockerfile and everything else are the same (the cu128 plan is checked on its own) |
 | ``https://kubeflow.example.com/pipeline`` | ``http://127.0.0.1:<port>/pipeline`` | the stand-in KFP API server |
 | ``localhost:5000`` | ``127.0.0.1:<port>`` | where the port-forward's local end would be: the MLflow command in the image |
+| ``amopo-train-1a2b3c4d`` | the run's TrainJob | the guide's example name; the test stores a progress post in its ``status.trainerStatus`` first, as the Trainer does |
 
 Variables the guide asks the reader to set are set to test values: ``POSTGRES_PASSWORD``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``JUDGE_API_KEY``, ``KFP_TOKEN``; ``KUBECONFIG``
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,7 +246,7 @@ def after_build(g: Guide, out: str) -> None:
                                         capture_output=True, text=True, check=True).stdout)
     # the image every other test runs: the same Dockerfile steps, build arguments and configuration (its
     # id differs whenever a project file changed between the two builds)
-    steps = [[re.sub(r"\b(dir|file):[0-9a-f]{64}", r"\1:<content>", h.get("created_by", ""))
+    steps = [[re.sub(r"\b(dir|file|multi):[0-9a-f]{64}", r"\1:<content>", h.get("created_by", ""))
               for h in i["OCIv1"]["history"]] for i in (inspect, fixture)]
     assert steps[0] == steps[1], out[-2000:]
     assert inspect["OCIv1"]["config"] == fixture["OCIv1"]["config"]
@@ -387,7 +389,7 @@ def after_dry_run(g: Guide, out: str) -> None:
     assert "every object validates" in out, out
     run = yaml.safe_load((folder / "run.yaml").read_text())
     assert (run["namespace"], run["service_account"]) == (p["namespace"], values["run"]["service_account"])
-    assert run["arguments"]["image"] == g.image and run["arguments"]["serving_runtime"] == "custom"
+    assert run["arguments"]["image"] == g.image and run["arguments"]["serving_runtime"] == "huggingface"
     steps = [d for d in yaml.safe_load_all((folder / "steps.yaml").read_text()) if d]
     assert len(steps) >= 10
     for pod in steps:
@@ -403,25 +405,27 @@ def after_dry_run(g: Guide, out: str) -> None:
     isvc = yaml.safe_load((folder / "inferenceservice.yaml").read_text())
     assert isvc["metadata"]["namespace"] == p["serving_namespace"]
     assert isvc["spec"]["predictor"]["serviceAccountName"] == p["serving_service_account"]
-    (container,) = isvc["spec"]["predictor"]["containers"]
-    assert container["image"] == g.image and container["command"] == ["amopo", "serve"]
-    start_model_server(g, container)
+    predictor = isvc["spec"]["predictor"]
+    assert "containers" not in predictor   # KServe's Hugging Face runtime, not the amopo image
+    assert predictor["model"]["modelFormat"] == {"name": "huggingface"}
+    assert predictor["model"]["storageUri"]   # the registered model's folder, known at run time
+    assert str(predictor["model"]["resources"]["limits"]["nvidia.com/gpu"]) == str(p["serving_gpus"])
+    start_hf_runtime(g, isvc)
 
 
-def start_model_server(g: Guide, container: dict) -> None:
-    """The custom InferenceService's container command, run in its image on a free port, the model
-    at the path KServe's storage initializer fills (a read-only mount of a tiny model here)."""
-    from amopo.cluster.inferenceservice import MODEL_MOUNT, SERVE_PORT
-
-    args = list(container["args"])
-    assert args[args.index("--model") + 1] == MODEL_MOUNT
+def start_hf_runtime(g: Guide, isvc: dict) -> None:
+    """The stand-in for KServe's Hugging Face runtime (tests/helpers/hf_runtime.py) on the host, on a
+    free port, serving under the InferenceService's name (as the runtime does) the tiny model folder
+    in place of what KServe's storage initializer downloads from storageUri."""
     g.serve_port = free_port()
-    args[args.index(str(SERVE_PORT))] = str(g.serve_port)
-    log = g.logs / "serve.log"
-    proc = g.runner_for(container["image"]).start([*container["command"], *args], log,
-                                                  mounts=[(g.model_dir, MODEL_MOUNT)])
+    log = g.logs / "hf-runtime.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "helpers" / "hf_runtime.py"),
+                                 "--model_dir", str(g.model_dir), "--model_name", isvc["metadata"]["name"],
+                                 "--http_port", str(g.serve_port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     g.procs.append(proc)
-    g.results["serve"] = (proc, log, container["readinessProbe"]["httpGet"]["path"])
+    g.results["serve"] = (proc, log, "/v2/health/ready")
 
 
 def after_submit(g: Guide, out: str) -> None:
@@ -432,7 +436,8 @@ def after_submit(g: Guide, out: str) -> None:
     body = runs[0]["body"]
     assert body["service_account"] == "amopo-pipeline"
     args = body["runtime_config"]["parameters"]
-    assert (args["image"], args["training_runtime"], args["serving_runtime"]) == (g.image, "amopo-torch", "custom")
+    assert (args["image"], args["training_runtime"], args["serving_runtime"]) == (g.image, "amopo-torch",
+                                                                                  "huggingface")
     assert args["namespace"] == NS and args["launcher"] == "trainjob"
     assert {r["headers"].get("authorization") for r in g.kfp_recorded} == {f"Bearer {SECRETS['KFP_TOKEN']}"}
     assert f"submitted run run-42 in namespace {NS} as amopo-pipeline: {g.kfp_url}/#/runs/details/run-42" in out
@@ -464,21 +469,35 @@ def run_the_pipeline_side(g: Guide) -> None:
     g.results["trainjob"] = trainjob["metadata"]["name"]
 
     manifest = yaml.safe_load((g.cwd / "out" / "inferenceservice.yaml").read_text())
-    env = manifest["spec"]["predictor"]["containers"][0]["env"]
-    assert env[0]["name"] == "STORAGE_URI"
-    env[0]["value"] = storage_uri   # the register step's output, as the compiled pipeline passes it
+    manifest["spec"]["predictor"]["model"]["storageUri"] = storage_uri   # the register step's output
     g.background(lambda: g.results.__setitem__("deployed", deploy_inferenceservice(
         manifest, api_client=api_client, timeout_s=300, poll_s=0.2, log=lambda line: None)))
     proc, log, probe = g.results["serve"]
 
     def kserve():   # Ready with its URL once the predictor's command answers its readiness probe
         wait_until(lambda: g.api.stored("inferenceservices", NS, "amopo") is not None, "the deploy step", 60)
-        wait_until(lambda: answers(f"http://127.0.0.1:{g.serve_port}{probe}"), "the custom predictor", 300,
+        wait_until(lambda: answers(f"http://127.0.0.1:{g.serve_port}{probe}"), "the Hugging Face runtime", 300,
                    proc, log)
         g.api.patch_status(ISVC_PATH, {"url": f"http://127.0.0.1:{g.serve_port}",
                                        "conditions": [{"type": "Ready", "status": "True"}]})
 
     g.background(kserve)
+
+
+TRAINER_STATUS = {"progressPercentage": 42, "estimatedRemainingSeconds": 192,
+                  "metrics": [{"name": "loss", "value": "0.61"}, {"name": "accuracy", "value": "0.73"}],
+                  "lastUpdatedTime": "2026-01-23T10:30:45Z"}
+
+
+def post_trainer_status(g: Guide) -> None:
+    """What the Trainer stores from a progress post (amopo/train/trainer_status.py's body), on the run's TrainJob."""
+    g.subs["amopo-train-1a2b3c4d"] = g.results["trainjob"]
+    g.api.patch_status(f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs/{g.results['trainjob']}",
+                       {"trainerStatus": TRAINER_STATUS})
+
+
+def after_trainer_status(g: Guide, out: str) -> None:
+    assert json.loads(out) == TRAINER_STATUS
 
 
 def after_get_trainjobs(g: Guide, out: str) -> None:
@@ -500,16 +519,66 @@ def after_url(g: Guide, out: str) -> None:
     assert g.results["deployed"]["url"] == g.env["URL"] and g.results["deployed"]["action"] == "created"
 
 
+def chat_body(marker: str) -> dict:
+    """The request body (``-d``) of the guide's chat ``curl`` whose text contains ``marker``."""
+    (command,) = [c for c in guide_commands(GUIDE.read_text())
+                  if c.startswith("curl") and "/openai/v1/chat/completions" in c and marker in c]
+    words = shlex.split(command)
+    return json.loads(words[words.index("-d") + 1])
+
+
+def prompt_tokens(g: Guide, messages: list[dict]) -> int:
+    """The token count of ``messages`` rendered by the model's base chat template (the one under the
+    steering part) with the generation prompt, tokenised as the runtime tokenises a prompt."""
+    from transformers import AutoTokenizer
+
+    from amopo.chat_template import base_template_of, read_base_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(g.model_dir))
+    prompt = tokenizer.apply_chat_template(messages, chat_template=base_template_of(read_base_template(g.model_dir)),
+                                           add_generation_prompt=True, tokenize=False)
+    return len(tokenizer(prompt)["input_ids"])
+
+
 def after_chat(g: Guide, out: str) -> None:
     reply = json.loads(out)
     assert reply["model"] == "amopo" and reply["choices"][0]["message"]["role"] == "assistant"
     assert reply["usage"]["completion_tokens"] >= 1 and "dimension_targets" not in reply
+    body = chat_body('"max_tokens": 64}')
+    assert reply["usage"]["prompt_tokens"] == prompt_tokens(g, body["messages"])   # the plain prompt
+    g.results["plain_prompt_tokens"] = reply["usage"]["prompt_tokens"]
 
 
 def after_steered(g: Guide, out: str) -> None:
+    """The steered prompt is the base template over the messages conditioned_messages builds; bad
+    targets get a 400 with the message amopo serve gives, naming what the model steers."""
+    from amopo.errors import SteeringError
+    from amopo.steering import conditioned_messages, load_spec
+
     reply = json.loads(out)
-    assert reply["dimension_targets"] == {"helpfulness": 4, "correctness": 4}
-    assert reply["choices"][0]["message"]["role"] == "assistant"
+    assert set(reply) == {"choices", "usage"}
+    assert reply["choices"][0]["message"]["role"] == "assistant" and reply["usage"]["completion_tokens"] >= 1
+    body = chat_body("chat_template_kwargs")
+    targets = body["chat_template_kwargs"]["dimension_targets"]
+    assert targets == {"helpfulness": 4, "correctness": 4}
+    steered = conditioned_messages(load_spec(g.model_dir), body["messages"], targets)
+    assert steered != body["messages"]
+    assert reply["usage"]["prompt_tokens"] == prompt_tokens(g, steered) > g.results["plain_prompt_tokens"]
+
+    for bad in ({"style": 4}, {"helpfulness": 7}, {"overall": 2}):
+        with pytest.raises(SteeringError) as expected:
+            conditioned_messages(load_spec(g.model_dir), body["messages"], bad)
+        data = json.dumps({**body, "chat_template_kwargs": {"dimension_targets": bad}}).encode()
+        request = urllib.request.Request(f"{g.env['URL']}/openai/v1/chat/completions", data=data, method="POST",
+                                         headers={"content-type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=60)
+        assert answer.value.code == 400
+        error = json.loads(answer.value.read())["error"]
+        assert error["type"] == "BadRequestError" and error["message"] == str(expected.value)
+        assert error["message"].endswith("this model steers: overall (holistic: null); helpfulness (0 to 4); "
+                                         "correctness (0 to 4); coherence (0 to 4)")
+    assert answers(f"{g.env['URL']}/v2/health/ready")   # the server stays up
 
 
 def port_forward_target(g: Guide) -> None:
@@ -538,9 +607,12 @@ def after_uri(g: Guide, out: str) -> None:
 
 
 def after_patch(g: Guide, out: str) -> None:
-    (container,) = g.stored("inferenceservices", NS, "amopo")["spec"]["predictor"]["containers"]
-    assert container["env"][0] == {"name": "STORAGE_URI", "value": g.env["URI"]}
-    assert container["image"] == g.image and container["command"] == ["amopo", "serve"]   # nothing else changed
+    predictor = g.stored("inferenceservices", NS, "amopo")["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == g.env["URI"] != g.results["storage_uri_2"]
+    deployed = yaml.safe_load((g.cwd / "out" / "inferenceservice.yaml").read_text())["spec"]["predictor"]
+    assert {k: v for k, v in predictor["model"].items() if k != "storageUri"} == {   # nothing else changed
+        k: v for k, v in deployed["model"].items() if k != "storageUri"}
+    assert predictor["model"]["modelFormat"] == {"name": "huggingface"} and "containers" not in predictor
     # KServe rolls the new revision out: not Ready for a moment, then Ready again
     g.api.patch_status(ISVC_PATH, {"conditions": [{"type": "Ready", "status": "False", "reason": "RevisionMissing"}]})
 
@@ -596,6 +668,8 @@ STEPS = [
          "submit", after_submit),
     # 5. Watch
     Step("kubectl -n amopo get trainjobs,inferenceservices", "kubectl", after_get_trainjobs),
+    Step("kubectl -n amopo get trainjob amopo-train-1a2b3c4d -o jsonpath='{.status.trainerStatus}'", "kubectl",
+         after_trainer_status, before=post_trainer_status),
     # 6. The endpoint
     Step("kubectl -n amopo wait --for=condition=Ready inferenceservice/amopo --timeout=30m", "kubectl",
          after_isvc_wait, timeout_s=360),
@@ -614,8 +688,8 @@ STEPS = [
          after_move_alias),
     Step("URI=$(curl -s \"$MLFLOW/model-versions/get-download-uri?name=amopo&version=$VERSION\" | jq -r "
          ".artifact_uri)/model", "mlflow", after_uri),
-    Step("PATCH=$(jq -nc --arg uri \"$URI\" '[{op: \"test\", path: \"/spec/predictor/containers/0/env/0/name\", "
-         "value: \"STORAGE_URI\"},", "shell"),
+    Step("PATCH=$(jq -nc --arg uri \"$URI\" '[{op: \"test\", path: \"/spec/predictor/model/modelFormat/name\", "
+         "value: \"huggingface\"},", "shell"),
     Step('kubectl -n amopo patch inferenceservice amopo --type json -p "$PATCH"', "kubectl", after_patch),
     Step("kubectl -n amopo wait --for=condition=Ready inferenceservice/amopo --timeout=30m", "kubectl",
          after_rollback_wait),
@@ -675,8 +749,9 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory, tiny_model_dir) -> Path:
-    """A tiny model folder with the conditioning spec of the values file's dimensions (what training
-    on its data writes), readable by the image's uid."""
+    """A tiny model folder with the conditioning spec of the values file's dimensions and the steering
+    chat template compiled from it (what training on its data writes), readable by any uid."""
+    from amopo.chat_template import write_chat_template
     from amopo.data.dimensions import KNOWN, default_dimensions
     from amopo.data.prompts import CONDITIONING_FILE, conditioning_spec
 
@@ -685,6 +760,7 @@ def served_model(tmp_path_factory, tiny_model_dir) -> Path:
     folder = tmp_path_factory.mktemp("served-model") / "model"
     shutil.copytree(tiny_model_dir, folder)
     (folder / CONDITIONING_FILE).write_text(json.dumps(conditioning_spec([KNOWN[d] for d in dims])))
+    write_chat_template(folder)
     subprocess.run(["chmod", "-R", "a+rX", str(folder.parent)], check=True)
     return folder
 
