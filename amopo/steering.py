@@ -2,7 +2,7 @@
 
 `amopo serve` applies ``dimension_targets`` itself. Other endpoints (KServe's Hugging Face runtime,
 vLLM, a hosted API) take plain messages; rewrite them here exactly as `amopo serve` does, so the
-model sees the conditioned prompt it was trained on (README, "Steering")::
+model sees the conditioned prompt it was trained on (docs/steering.md)::
 
     from amopo.steering import conditioned_messages, load_spec
     spec = load_spec("runs/train/model")          # the model folder, or its amopo_conditioning.json

@@ -65,7 +65,7 @@ SETTINGS = [
 ]
 CHOSEN = next(s["name"] for s in SETTINGS if not s["overrides"])
 
-# Questions outside the sample data (the README's "Steering" figures use the first four).
+# Questions outside the sample data.
 LENGTH_PROMPTS = ["Why is the sky blue?", "What does a compiler do?", "How do vaccines work?",
                   "What is photosynthesis?", "What causes the seasons on Earth?", "How does a refrigerator work?",
                   "What is inflation in economics?", "Why do we dream?"]

@@ -4,7 +4,7 @@ files, checked against tests/data/authors_run.yaml — the table read from their
 
 The script states per-step settings for a 2-GPU run and names 7B/14B/32B runs without settings of
 their own; the 14B and 32B files need more GPUs than 2 (full fine-tuning under FSDP), so only their
-global batch departs from the table, by the world size the file states (docs: README, "Where this
+global batch departs from the table, by the world size the file states (docs/method.md, "Where this
 project departs from the authors").
 """
 

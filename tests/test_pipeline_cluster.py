@@ -391,7 +391,7 @@ def test_the_dry_run_inferenceservice_is_the_one_the_deploy_step_creates(capsys,
 
 # --- the documents name only what exists -------------------------------------------------------
 
-DOCS = [ROOT / "README.md", ROOT / "k8s" / "README.md"]
+DOCS = [ROOT / "README.md", ROOT / "k8s" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def test_the_documents_name_only_real_parameters_flags_and_files():
@@ -409,10 +409,10 @@ def test_the_documents_name_only_real_parameters_flags_and_files():
         text = doc.read_text()
         for name in re.findall(r"--param '?([a-z_]+)=", text):
             assert name in known, f"{doc.name}: --param {name} is not a pipeline parameter"
-        table = text.split("| parameter | meaning |", 1)[1].split("\n\n", 1)[0] if "| parameter |" in text else ""
-        for row in table.splitlines()[2:]:
-            for name in re.findall(r"`([a-z_]+)`", row.split("|")[1]):
-                assert name in known, f"{doc.name}: parameter table names {name}, which the pipeline lacks"
+        for table in re.findall(r"^\| parameters? \|.*?(?:\n\n|\Z)", text, flags=re.M | re.S):
+            for row in (r for r in table.splitlines()[2:] if r.startswith("|")):
+                for name in re.findall(r"`([a-z_]+)`", row.split("|")[1]):
+                    assert name in known, f"{doc.name}: parameter table names {name}, which the pipeline lacks"
         for line in re.findall(r"amopo pipeline (submit|compile)\b([^\n`]*)", text):
             flags = submit_flags if line[0] == "submit" else compile_flags
             for flag in re.findall(r"(--[a-z][a-z-]*)", line[1]):

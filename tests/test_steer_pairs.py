@@ -180,7 +180,7 @@ def test_steer_pairs_only_keeps_the_steerable_train_pairs_and_their_reversals(tm
 
 
 def test_steer_pairs_only_on_the_sample_keeps_its_verbosity_pairs_both_ways(tmp_path):
-    """The data of the steering recipe in the README: the sample's verbosity pairs and their reversals."""
+    """The data of the steering recipe (docs/steering.md): the sample's verbosity pairs and their reversals."""
     from amopo.sample_data import build as sample_build
 
     manifest = prepare(PrepareConfig(output=str(tmp_path / "v"), dimensions=["verbosity"],
