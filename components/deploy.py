@@ -12,7 +12,7 @@ def deploy_model(model_uri: str, storage_uri: str, target: str, service_name: st
                  namespace: str, runtime: str, image: str, gpus: int, cpu: str, memory: str, accelerator_type: str,
                  node_selector: dict,
                  tolerations: list, canary_traffic_percent: int, service_account: str, state_dir: str, run_id: str,
-                 timeout_minutes: int, queue_name: str
+                 timeout_minutes: int, queue_name: str, registry: str = "mlflow", model_registry_url: str = ""
                  ) -> NamedTuple("DeployOutputs", url=str, model_name=str):
     """target "kserve": create or patch InferenceService ``service_name`` in ``namespace`` (runtime
     "huggingface" on ``storage_uri``, or "custom" = our image serving it; ``canary_traffic_percent``
@@ -21,11 +21,23 @@ def deploy_model(model_uri: str, storage_uri: str, target: str, service_name: st
     and ``tolerations``; ``queue_name`` puts it in that Kueue LocalQueue.
     target "local": start `amopo serve` on 127.0.0.1 with ``model_uri``, recorded in
     ``state_dir``/``run_id``.json so the clean-up step can stop it. Returns the base URL and the
-    served model name."""
+    served model name.
+    ``registry`` "kubeflow": ``model_uri`` is looked up in the Kubeflow Model Registry at
+    ``model_registry_url``; its model artifact's URI is what is served (the storageUri, or the local
+    folder)."""
     from collections import namedtuple
     from pathlib import Path
 
     outputs = namedtuple("DeployOutputs", ["url", "model_name"])
+    if registry == "kubeflow":
+        from amopo.registry.kubeflow import local_path
+        from amopo.registry.resolve import resolve
+
+        storage_uri = resolve(model_uri, registry=registry, model_registry_url=model_registry_url).hf_artifact_uri
+        print(f"{model_uri} in the Kubeflow Model Registry: {storage_uri}")
+        model_uri = local_path(storage_uri)
+    elif registry != "mlflow":
+        raise ValueError(f"registry must be 'mlflow' or 'kubeflow', got {registry!r}")
     if target == "local":
         from amopo.serving.local_deploy import start_local_server
 

@@ -9,10 +9,13 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote_model(registered_name: str, version: int, gate_metric: str, min_improvement: float, thresholds: str,
-                  mlflow_tracking_uri: str, decision: dsl.Output[dsl.Markdown]
+                  mlflow_tracking_uri: str, decision: dsl.Output[dsl.Markdown], registry: str = "mlflow",
+                  model_registry_url: str = ""
                   ) -> NamedTuple("PromoteOutputs", promoted=bool, champion_version=int):
     """The registry gate (thresholds AND beats the champion on ``gate_metric``; the first version only
-    needs the thresholds); its reasons are recorded on the version and in ``decision``."""
+    needs the thresholds); its reasons are recorded on the version and in ``decision``. ``registry``
+    "kubeflow": the versions of the Kubeflow Model Registry at ``model_registry_url`` (``version`` is
+    the version's id)."""
     from collections import namedtuple
     from pathlib import Path
 
@@ -21,7 +24,8 @@ def promote_model(registered_name: str, version: int, gate_metric: str, min_impr
     cfg = PromoteConfig(name=registered_name, version=version, gate_metric=gate_metric,
                         gate_min_improvement=min_improvement,
                         gate_thresholds=[t.strip() for t in thresholds.split(",") if t.strip()],
-                        tracking_uri=mlflow_tracking_uri or None)
+                        tracking_uri=mlflow_tracking_uri or None, registry=registry,
+                        model_registry_url=model_registry_url)
     cfg.validate()
     summary = promote(cfg)
     verdict = "promoted to champion" if summary["promoted"] else "not promoted"

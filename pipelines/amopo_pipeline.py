@@ -60,6 +60,8 @@ EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 # Objectives trained at once (0: all; fixed when the pipeline is compiled). The local run sets 1:
 # one machine's cores and memory are better spent on one training at a time.
 PARALLEL_OBJECTIVES = int(os.environ.get("AMOPO_PARALLEL_OBJECTIVES", "0"))
+# registry kubeflow: the Model Registry's token (otherwise the pod's service-account token is sent)
+_MODEL_REGISTRY_SECRET = ("amopo-model-registry", {"token": "AMOPO_MODEL_REGISTRY_TOKEN"})
 _SECRETS = {
     "amopo-mlflow-auth": {k: k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")},
     "amopo-s3": {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")},
@@ -154,6 +156,8 @@ def amopo_pipeline(
     gate_thresholds: str = "",
     gate_against_base: bool = True,
     registered_model_name: str = "amopo",
+    registry: str = "mlflow",  # or kubeflow: the Kubeflow Model Registry at model_registry_url
+    model_registry_url: str = "",
     deploy_target: str = "local",
     serving_namespace: str = "amopo",
     serving_runtime: str = "huggingface",
@@ -236,6 +240,8 @@ def amopo_pipeline(
         gate_thresholds: Extra conditions a model must meet, comma-separated, e.g. "winrate/lc>=0.5".
         gate_against_base: Compare with the base model (true) or with the registered champion (false).
         registered_model_name: Name of the model in the registry and of its InferenceService.
+        registry: Where register, promote and deploy keep the versions: mlflow (MLflow's Model Registry) or kubeflow (Kubeflow's Model Registry at model_registry_url: the run as the version's source, its token from the Secret amopo-model-registry).
+        model_registry_url: REST address of the Kubeflow Model Registry (registry kubeflow), e.g. http://model-registry-service.kubeflow.svc.cluster.local:8080.
         deploy_target: Where the gated model is served: local (`amopo serve` on 127.0.0.1) or kserve.
         serving_namespace: Namespace of the InferenceService.
         serving_runtime: huggingface (KServe's runtime, vLLM on GPUs; steering through the chat template) or custom (`amopo serve` in the image).
@@ -326,9 +332,11 @@ def amopo_pipeline(
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (a KFP condition)
             registered = _step(register_model(model=selected.outputs["model"], results=selected.outputs["results"],
                                               registered_name=registered_model_name,
-                                              mlflow_tracking_uri=mlflow_tracking_uri), "register challenger", image)
+                                              mlflow_tracking_uri=mlflow_tracking_uri, registry=registry,
+                                              model_registry_url=model_registry_url, pipeline_run_id=run_id,
+                                              pipeline_namespace=namespace), "register challenger", image)
             registered.after(candidates)   # so that the challenger reuses its candidate version
-            _with_secrets(registered)
+            _with_secrets(registered, _MODEL_REGISTRY_SECRET)
             deployed = _step(deploy_model(
                 model_uri=registered.outputs["model_uri"], storage_uri=registered.outputs["storage_uri"],
                 target=deploy_target, service_name=registered_model_name, mlflow_tracking_uri=mlflow_tracking_uri,
@@ -337,8 +345,8 @@ def amopo_pipeline(
                 accelerator_type=accelerator_type, node_selector=node_selector, tolerations=tolerations,
                 canary_traffic_percent=canary_traffic_percent, service_account=serving_service_account,
                 state_dir=local_state_dir, run_id=run_id, timeout_minutes=deploy_timeout_minutes,
-                queue_name=queue_name), "deploy", image)
-            _with_secrets(deployed)
+                queue_name=queue_name, registry=registry, model_registry_url=model_registry_url), "deploy", image)
+            _with_secrets(deployed, _MODEL_REGISTRY_SECRET)
             smoked = _step(smoke_test_endpoint(url=deployed.outputs["url"], model_name=deployed.outputs["model_name"],
                                                prompt=smoke_prompt, model=selected.outputs["model"]), "smoke test",
                            image)
@@ -355,6 +363,7 @@ def amopo_pipeline(
             promoted = _step(promote_model(registered_name=registered_model_name,
                                            version=registered.outputs["version"], gate_metric=gate_metric,
                                            min_improvement=gate_min_improvement, thresholds=gate_thresholds,
-                                           mlflow_tracking_uri=mlflow_tracking_uri), "promote champion", image)
+                                           mlflow_tracking_uri=mlflow_tracking_uri, registry=registry,
+                                           model_registry_url=model_registry_url), "promote champion", image)
             promoted.after(smoked, checked)
-            _with_secrets(promoted)
+            _with_secrets(promoted, _MODEL_REGISTRY_SECRET)

@@ -11,6 +11,7 @@ test fails on any mismatch. The project keeps no copy of the spec.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -279,3 +280,51 @@ def test_a_registration_interrupted_before_its_artifact_is_completed_by_the_reru
     assert again["reused"] and again["hf_artifact_uri"] == STORAGE
     (artifact,) = fake.artifacts_of(fake.version(NAME, "run-abc")["id"])
     assert (artifact["uri"], artifact["modelSourceId"], artifact["modelSourceGroup"]) == (STORAGE, "run-abc", "team-a")
+
+
+def test_the_pipeline_steps_register_deploy_and_promote_on_the_kubeflow_registry(fake, outputs, tmp_path, monkeypatch):
+    """register → deploy → promote as the pipeline runs them (the components' functions), with
+    registry=kubeflow: the pipeline run is the model's source, deploy serves what the registry holds."""
+    import amopo.cluster.inferenceservice as inferenceservice
+    import amopo.serving.local_deploy as local_deploy
+    from kfp import dsl
+
+    from components.deploy import deploy_model
+    from components.promote import promote_model
+    from components.register import register_model
+
+    train, evals = outputs("a")
+    model = dsl.Model(name="model", uri=str(train), metadata={})
+    results = dsl.Artifact(name="results", uri=str(evals.parent), metadata={})
+    version, model_uri, storage_uri = register_model.python_func(
+        model=model, results=results, registered_name=NAME, mlflow_tracking_uri="", registry="kubeflow",
+        model_registry_url=fake.url, pipeline_run_id="run-e2e", pipeline_namespace="amopo")
+    assert model_uri == f"models:/{NAME}/run-e2e" and storage_uri == (train / "model").as_uri()
+    (artifact,) = fake.artifacts_of(str(version))
+    assert (artifact["modelSourceKind"], artifact["modelSourceClass"]) == ("pipelines", "pipelinerun")
+    assert (artifact["modelSourceGroup"], artifact["modelSourceId"], artifact["uri"]) == ("amopo", "run-e2e", storage_uri)
+
+    started, applied = [], []
+    monkeypatch.setattr(local_deploy, "start_local_server", lambda model, state, **kw: started.append(model) or
+                        {"url": "http://127.0.0.1:9", "log_path": str(tmp_path / "serve.log")})
+    monkeypatch.setattr(inferenceservice, "deploy_inferenceservice", lambda manifest, **kw: applied.append(manifest) or
+                        {"address_url": "http://amopo.amopo.svc.cluster.local", "url": ""})
+    common = dict(model_uri=model_uri, service_name=NAME, mlflow_tracking_uri="", namespace="amopo",
+                  runtime="huggingface", image="", gpus=0, cpu="2", memory="8Gi", accelerator_type="", node_selector={},
+                  tolerations=[], canary_traffic_percent=100, service_account="", state_dir=str(tmp_path / "serving"),
+                  run_id="run-e2e", timeout_minutes=1, queue_name="", registry="kubeflow", model_registry_url=fake.url)
+    url, served = deploy_model.python_func(storage_uri=storage_uri, target="local", **common)
+    assert (url, served) == ("http://127.0.0.1:9", NAME) and started == [str(train / "model")]
+    deploy_model.python_func(storage_uri="s3://not/what/the/registry/holds", target="kserve", **common)
+    assert storage_uri in json.dumps(applied[0]) and "s3://not" not in json.dumps(applied[0])
+
+    decision = dsl.Markdown(name="decision", uri=str(tmp_path / "decision.md"), metadata={})
+    promoted, champion = promote_model.python_func(
+        registered_name=NAME, version=version, gate_metric="pref_accuracy/plain", min_improvement=0.0,
+        thresholds="winrate/lc>=0.5", mlflow_tracking_uri="", decision=decision, registry="kubeflow",
+        model_registry_url=fake.url)
+    assert (promoted, champion) == (True, version)
+    assert "promoted to champion" in (tmp_path / "decision.md").read_text()
+    props = fake.version(NAME, "run-e2e")["customProperties"]
+    assert props["amopo.alias"]["string_value"] == "challenger,champion"
+    assert props["amopo.gate.decision"]["string_value"] == "promoted"
