@@ -31,7 +31,7 @@ STEPS: dict[str, tuple[str, str, str, str]] = {
     "train": ("amopo.train.loop", "TrainConfig", "train",
               "Train with AMoPO or a baseline (SimPO, DPO, MODPO)."),
     "register": ("amopo.registry.register", "RegisterConfig", "register",
-                 "Register a trained model in the MLflow Model Registry (alias 'challenger')."),
+                 "Register a trained model in MLflow's or Kubeflow's Model Registry (alias 'challenger')."),
     "promote": ("amopo.registry.promote", "PromoteConfig", "promote",
                 "Gate a registered version on its metrics and move alias 'champion' if it passes."),
     "serve": ("amopo.serving.server", "ServeConfig", "serve",

@@ -21,10 +21,10 @@ def promote_model(registered_name: str, version: int, gate_metric: str, min_impr
 
     from amopo.registry.promote import PromoteConfig, promote
 
-    cfg = PromoteConfig(name=registered_name, version=version, gate_metric=gate_metric,
+    cfg = PromoteConfig(registered_model_name=registered_name, version=version, gate_metric=gate_metric,
                         gate_min_improvement=min_improvement,
                         gate_thresholds=[t.strip() for t in thresholds.split(",") if t.strip()],
-                        tracking_uri=mlflow_tracking_uri or None, registry=registry,
+                        mlflow_tracking_uri=mlflow_tracking_uri or None, registry=registry,
                         model_registry_url=model_registry_url)
     cfg.validate()
     summary = promote(cfg)

@@ -28,7 +28,7 @@ def register_model(model: dsl.Input[dsl.Model], results: dsl.Input[dsl.Artifact]
     comparison = Path(results.path) / "comparison"   # the comparison the model won (select_best puts it there)
     compared = (comparison / "comparison.json").is_file()
     cfg = RegisterConfig(train_dir=model.path, eval_metrics=str(Path(results.path) / "metrics.json"),
-                         name=registered_name, alias="challenger", tracking_uri=mlflow_tracking_uri or None,
+                         registered_model_name=registered_name, alias="challenger", mlflow_tracking_uri=mlflow_tracking_uri or None,
                          comparison=str(comparison) if compared else None,
                          comparison_label=(results.metadata.get("comparison_best") or None) if compared else None,
                          registry=registry, model_registry_url=model_registry_url, pipeline_run_id=pipeline_run_id,

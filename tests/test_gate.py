@@ -122,8 +122,8 @@ def store(tmp_path_factory, tiny_model_dir):
 
     def add(name: str, tag: str, **metrics) -> int:
         evals = write_eval_metrics(root / f"eval-{name}-{tag}.json", **metrics)
-        return register(RegisterConfig(train_dir=str(train_dir), eval_metrics=str(evals), name=name,
-                                       tracking_uri=uri))["version"]
+        return register(RegisterConfig(train_dir=str(train_dir), eval_metrics=str(evals), registered_model_name=name,
+                                       mlflow_tracking_uri=uri))["version"]
 
     return uri, add
 
@@ -131,7 +131,7 @@ def store(tmp_path_factory, tiny_model_dir):
 def _promote(uri: str, name: str, **kw) -> dict:
     from amopo.registry.promote import PromoteConfig, promote
 
-    return promote(PromoteConfig(name=name, tracking_uri=uri, **kw))
+    return promote(PromoteConfig(registered_model_name=name, mlflow_tracking_uri=uri, **kw))
 
 
 def _tags(uri: str, name: str, version: int) -> dict:
@@ -203,10 +203,10 @@ def test_promote_cli(store, capsys):
 
     uri, add = store
     add("cli", "1", pref_accuracy__plain=0.5, winrate__lc=0.9)
-    assert main(["promote", "--name", "cli", "--tracking-uri", uri, "--gate-thresholds", "winrate/lc>=0.95"]) == 0
+    assert main(["promote", "--registered-model-name", "cli", "--mlflow-tracking-uri", uri, "--gate-thresholds", "winrate/lc>=0.95"]) == 0
     assert "not promoted" in capsys.readouterr().out
     assert _champion(uri, "cli") is None
-    assert main(["promote", "--name", "cli", "--tracking-uri", uri, "--gate-thresholds", "winrate/lc>=0.5"]) == 0
+    assert main(["promote", "--registered-model-name", "cli", "--mlflow-tracking-uri", uri, "--gate-thresholds", "winrate/lc>=0.5"]) == 0
     assert _champion(uri, "cli") == 1
-    assert main(["promote", "--name", "cli", "--tracking-uri", uri, "--gate-thresholds", "winrate>0.5>"]) == 2
+    assert main(["promote", "--registered-model-name", "cli", "--mlflow-tracking-uri", uri, "--gate-thresholds", "winrate>0.5>"]) == 2
     assert "gate threshold" in capsys.readouterr().err

@@ -55,7 +55,7 @@ def outputs(tmp_path, tiny_model_dir):
 def _register(fake, train, evals, **kw) -> dict:
     from amopo.registry.register import RegisterConfig, register
 
-    cfg = RegisterConfig(train_dir=str(train), eval_metrics=str(evals), name=NAME, registry="kubeflow",
+    cfg = RegisterConfig(train_dir=str(train), eval_metrics=str(evals), registered_model_name=NAME, registry="kubeflow",
                          model_registry_url=fake.url, connect_attempts=1, **kw)
     cfg.validate()
     return register(cfg)
@@ -64,7 +64,7 @@ def _register(fake, train, evals, **kw) -> dict:
 def _promote(fake, **kw) -> dict:
     from amopo.registry.promote import PromoteConfig, promote
 
-    cfg = PromoteConfig(name=NAME, registry="kubeflow", model_registry_url=fake.url, connect_attempts=1, **kw)
+    cfg = PromoteConfig(registered_model_name=NAME, registry="kubeflow", model_registry_url=fake.url, connect_attempts=1, **kw)
     cfg.validate()
     return promote(cfg)
 

@@ -18,7 +18,7 @@ def _register(train_dir, uri, name, evals=None, **kw) -> dict:
     from amopo.registry.register import RegisterConfig, register
 
     return register(RegisterConfig(train_dir=str(train_dir), eval_metrics=str(evals) if evals else None,
-                                   name=name, tracking_uri=uri, **kw))
+                                   registered_model_name=name, mlflow_tracking_uri=uri, **kw))
 
 
 def _client(uri):
@@ -191,10 +191,10 @@ def test_register_cli(sqlite_store, capsys):
 
     uri, train_dir, evals, first = sqlite_store
     assert main(["register", "--train-dir", str(train_dir), "--eval-metrics", str(evals.parent),
-                 "--name", "tiny", "--tracking-uri", uri]) == 0
+                 "--registered-model-name", "tiny", "--mlflow-tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert f"hf_artifact_uri: {first['hf_artifact_uri']}" in out
-    assert main(["register", "--train-dir", str(train_dir / "nope"), "--tracking-uri", uri]) == 2
+    assert main(["register", "--train-dir", str(train_dir / "nope"), "--mlflow-tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip()
     assert "no such training output folder" in err and len(err.splitlines()) == 1
 
@@ -222,7 +222,7 @@ def test_round_trip_and_gate_over_http(mlflow_server, tiny_model_dir, tmp_path):
     assert (local / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert (local / "tokenizer.json").is_file()
 
-    gate = PromoteConfig(name="served", tracking_uri=uri, gate_thresholds=["winrate/lc>=0.5"])
+    gate = PromoteConfig(registered_model_name="served", mlflow_tracking_uri=uri, gate_thresholds=["winrate/lc>=0.5"])
     assert promote(gate)["promoted"]    # the first model
     assert hf_artifact_uri("models:/served@champion", uri) == first["hf_artifact_uri"]
 

@@ -414,7 +414,7 @@ def test_a_registered_model_is_served_with_its_spec(steer_model, tmp_path, monke
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     train_dir = make_training_output(tmp_path / "train", steer_model)
-    register(RegisterConfig(train_dir=str(train_dir), name="steer", tracking_uri=uri))
+    register(RegisterConfig(train_dir=str(train_dir), registered_model_name="steer", mlflow_tracking_uri=uri))
     monkeypatch.setenv("AMOPO_CACHE", str(tmp_path / "cache"))
     local = resolve_model_dir("models:/steer@challenger", uri)
     assert load_spec(local) == load_spec(steer_model)

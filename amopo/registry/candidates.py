@@ -28,8 +28,8 @@ def register_candidates(labels: Sequence[str], train_dirs: Sequence[Path], eval_
     out = []
     for label, train_dir, eval_dir in zip(labels, train_dirs, pair_evaluations(list(map(Path, train_dirs)),
                                                                              list(map(Path, eval_dirs)))):
-        cfg = RegisterConfig(train_dir=str(train_dir), eval_metrics=str(Path(eval_dir) / "metrics.json"), name=name,
-                             alias="", tracking_uri=tracking_uri, experiment="amopo-registry",
+        cfg = RegisterConfig(train_dir=str(train_dir), eval_metrics=str(Path(eval_dir) / "metrics.json"), registered_model_name=name,
+                             alias="", mlflow_tracking_uri=tracking_uri, mlflow_experiment="amopo-registry",
                              comparison=str(comparison), comparison_label=label)
         cfg.validate()
         out.append({**register(cfg), "label": label})

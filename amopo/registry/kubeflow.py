@@ -254,11 +254,11 @@ def register(cfg, trained, metrics: dict[str, float], fingerprint: str, properti
               "model_source_group": cfg.pipeline_namespace or None, "model_source_id": cfg.pipeline_run_id or None}
     artifact_fields = {"model_format_name": MODEL_FORMAT, "model_format_version": _format_version(trained.model_dir),
                        **(source if cfg.pipeline_run_id else {})}
-    with registry_errors(f"registering '{cfg.name}'", url):
+    with registry_errors(f"registering '{cfg.registered_model_name}'", url):
         client = connect(url, author=cfg.model_registry_author, attempts=cfg.connect_attempts,
                          first_delay_s=cfg.connect_backoff_s)
-        model = client.get_registered_model(cfg.name)
-        existing = versions(client, cfg.name) if model is not None else []
+        model = client.get_registered_model(cfg.registered_model_name)
+        existing = versions(client, cfg.registered_model_name) if model is not None else []
         wanted = cfg.model_version or cfg.pipeline_run_id
         if wanted:
             same = next((v for v in existing if v.name == wanted), None)
@@ -266,7 +266,7 @@ def register(cfg, trained, metrics: dict[str, float], fingerprint: str, properti
                 held = (same.custom_properties or {}).get(DIGEST_PROPERTY)
                 if held != fingerprint:
                     raise RegistryError(
-                        f"'{cfg.name}' version '{wanted}' is already registered with digest {held or '(none)'}, "
+                        f"'{cfg.registered_model_name}' version '{wanted}' is already registered with digest {held or '(none)'}, "
                         f"but {cfg.train_dir} and its metrics have digest {fingerprint}: a different model or "
                         f"different metrics under the same version name; register it under another version "
                         f"name (model_version) or another pipeline run")
@@ -276,10 +276,10 @@ def register(cfg, trained, metrics: dict[str, float], fingerprint: str, properti
             wanted = same.name if same is not None else _next_version_name(existing)
 
         if same is not None:
-            artifact = client.get_model_artifact(cfg.name, same.name)
+            artifact = client.get_model_artifact(cfg.registered_model_name, same.name)
             if artifact is None:  # an interrupted registration: give the version its files now
                 client.async_runner(client._api.upsert_model_version_artifact(
-                    ModelArtifact(name=cfg.name, uri=uri, **artifact_fields), same.id))
+                    ModelArtifact(name=cfg.registered_model_name, uri=uri, **artifact_fields), same.id))
                 artifact_uri = uri
             else:
                 artifact_uri = artifact.uri
@@ -287,26 +287,26 @@ def register(cfg, trained, metrics: dict[str, float], fingerprint: str, properti
                 same.custom_properties = {**(same.custom_properties or {}), **comparison_properties}
                 same = client.update(same)
             if cfg.alias:
-                set_alias(client, cfg.name, cfg.alias, same)
-            print(f"{cfg.name} version {same.name} (id {same.id}) already holds this model and these metrics "
+                set_alias(client, cfg.registered_model_name, cfg.alias, same)
+            print(f"{cfg.registered_model_name} version {same.name} (id {same.id}) already holds this model and these metrics "
                   f"(digest {fingerprint})" + (f"; alias '{cfg.alias}' points to it" if cfg.alias else ""),
                   flush=True)
-            return _summary(cfg, cfg.name, same, artifact_uri, reused=True, alias=cfg.alias)
+            return _summary(cfg, cfg.registered_model_name, same, artifact_uri, reused=True, alias=cfg.alias)
 
         metadata: dict[str, Any] = {**properties, **comparison_properties, **metrics_to_properties(metrics),
                                     DIGEST_PROPERTY: fingerprint, ALIAS_PROPERTY: NO_ALIAS}
         if cfg.pipeline_run_id:
             metadata["amopo.pipeline_run_id"] = cfg.pipeline_run_id
-        client.register_model(cfg.name, uri, version=wanted, author=cfg.model_registry_author,
+        client.register_model(cfg.registered_model_name, uri, version=wanted, author=cfg.model_registry_author,
                               owner=cfg.model_registry_author,
                               version_description=f"amopo {trained.objective or 'model'} from {cfg.train_dir}",
                               metadata=metadata, **artifact_fields)
-        mv = client.get_model_version(cfg.name, wanted)
+        mv = client.get_model_version(cfg.registered_model_name, wanted)
         if cfg.alias:
-            set_alias(client, cfg.name, cfg.alias, mv)
-    print(f"registered {cfg.name} version {wanted} (id {mv.id}) in the Kubeflow Model Registry"
+            set_alias(client, cfg.registered_model_name, cfg.alias, mv)
+    print(f"registered {cfg.registered_model_name} version {wanted} (id {mv.id}) in the Kubeflow Model Registry"
           + (f" (alias '{cfg.alias}')" if cfg.alias else "") + f" from {cfg.train_dir}", flush=True)
-    return _summary(cfg, cfg.name, mv, uri, reused=False, alias=cfg.alias)
+    return _summary(cfg, cfg.registered_model_name, mv, uri, reused=False, alias=cfg.alias)
 
 
 # --- promote --------------------------------------------------------------------------------------
@@ -317,13 +317,13 @@ def promote(cfg) -> dict:
     from amopo.registry.gate import decide, parse_threshold
 
     url = cfg.model_registry_url
-    with registry_errors(f"promoting '{cfg.name}'", url):
+    with registry_errors(f"promoting '{cfg.registered_model_name}'", url):
         client = connect(url, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
-        candidate = get_version(client, cfg.name, version=cfg.version or None, alias=cfg.candidate_alias)
-        champion = find_by_alias(client, cfg.name, cfg.champion_alias)
+        candidate = get_version(client, cfg.registered_model_name, version=cfg.version or None, alias=cfg.candidate_alias)
+        champion = find_by_alias(client, cfg.registered_model_name, cfg.champion_alias)
         if champion is not None and champion.id == candidate.id:
             reasons = [f"version {candidate.name} is already '{cfg.champion_alias}'"]
-            print(f"{cfg.name} version {candidate.name}: already {cfg.champion_alias}", flush=True)
+            print(f"{cfg.registered_model_name} version {candidate.name}: already {cfg.champion_alias}", flush=True)
             return _promote_summary(cfg, candidate, False, reasons, champion)
         decision = decide(metrics_from_properties(candidate.custom_properties),
                           metrics_from_properties(champion.custom_properties) if champion is not None else None,
@@ -332,8 +332,8 @@ def promote(cfg) -> dict:
                           higher_is_better=cfg.gate_higher_is_better)
         # As with MLflow: the alias first, then the recorded reasons.
         if decision.promote:
-            set_alias(client, cfg.name, cfg.champion_alias, candidate)
-            candidate = get_version(client, cfg.name, version=candidate.id)
+            set_alias(client, cfg.registered_model_name, cfg.champion_alias, candidate)
+            candidate = get_version(client, cfg.registered_model_name, version=candidate.id)
         candidate.custom_properties = {
             **(candidate.custom_properties or {}),
             GATE_DECISION_PROPERTY: "promoted" if decision.promote else "rejected",
@@ -344,15 +344,15 @@ def promote(cfg) -> dict:
         client.update(candidate)
     new_champion = candidate if decision.promote else champion
     verdict = "promoted to" if decision.promote else "not promoted to"
-    print(f"{cfg.name} version {candidate.name} {verdict} '{cfg.champion_alias}': {'; '.join(decision.reasons)}",
+    print(f"{cfg.registered_model_name} version {candidate.name} {verdict} '{cfg.champion_alias}': {'; '.join(decision.reasons)}",
           flush=True)
     return _promote_summary(cfg, candidate, decision.promote, decision.reasons, new_champion)
 
 
 def _promote_summary(cfg, candidate, promoted: bool, reasons: list[str], champion) -> dict:
-    return {"name": cfg.name, "version": int(candidate.id), "version_name": candidate.name, "promoted": promoted,
+    return {"name": cfg.registered_model_name, "version": int(candidate.id), "version_name": candidate.name, "promoted": promoted,
             "reasons": reasons, "champion_version": int(champion.id) if champion is not None else None,
-            "champion_uri": f"models:/{cfg.name}@{cfg.champion_alias}" if champion is not None else None,
+            "champion_uri": f"models:/{cfg.registered_model_name}@{cfg.champion_alias}" if champion is not None else None,
             "tracking_uri": None, "registry": "kubeflow", "model_registry_url": cfg.model_registry_url}
 
 

@@ -18,7 +18,7 @@ from amopo.registry.register import check_name
 
 @dataclass
 class PromoteConfig:
-    name: str = field("amopo", help="registered model name")
+    registered_model_name: str = field("amopo", help="registered model name")
     version: int = field(0, help="version to consider (0: the version behind --candidate-alias)")
     candidate_alias: str = field("challenger", help="alias of the candidate when --version is 0")
     champion_alias: str = field("champion", help="alias moved to the candidate when the gate passes")
@@ -31,7 +31,7 @@ class PromoteConfig:
     gate_thresholds: list[str] = field(default_factory=list,
                                        help='conditions on the candidate\'s metrics, e.g. "winrate/lc>=0.5" '
                                             '"dimension/verbosity/delta<=0.2" "steer/verbosity/accuracy>=0.6"')
-    tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
+    mlflow_tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
                                                 "else the embedded sqlite store under runs/mlflow)")
     connect_attempts: int = field(5, help="tries to reach an MLflow server before giving up")
     connect_backoff_s: float = field(1.0, help="first wait between tries (doubles each time, capped at 15 s)")
@@ -44,7 +44,7 @@ class PromoteConfig:
     def validate(self) -> None:
         from amopo.registry.kubeflow import check_registry
 
-        check_name(self.name)
+        check_name(self.registered_model_name)
         check_registry(self.registry, self.model_registry_url)
         if self.version < 0:
             raise ConfigError("version must be 0 (use the candidate alias) or a version number")
@@ -63,17 +63,17 @@ def promote(cfg: PromoteConfig) -> dict:
         from amopo.registry import kubeflow
 
         return kubeflow.promote(cfg)
-    client, uri = store.connect(cfg.tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
-    with store.registry_errors(f"promoting '{cfg.name}'", uri):
+    client, uri = store.connect(cfg.mlflow_tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
+    with store.registry_errors(f"promoting '{cfg.registered_model_name}'", uri):
         return _promote(client, uri, cfg)
 
 
 def _promote(client, uri: str, cfg: PromoteConfig) -> dict:
-    candidate = store.get_version(client, cfg.name, version=cfg.version or None, alias=cfg.candidate_alias)
-    champion = store.find_version_by_alias(client, cfg.name, cfg.champion_alias)
+    candidate = store.get_version(client, cfg.registered_model_name, version=cfg.version or None, alias=cfg.candidate_alias)
+    champion = store.find_version_by_alias(client, cfg.registered_model_name, cfg.champion_alias)
     if champion is not None and champion.version == candidate.version:
         reasons = [f"version {candidate.version} is already '{cfg.champion_alias}'"]
-        print(f"{cfg.name} version {candidate.version}: already {cfg.champion_alias}", flush=True)
+        print(f"{cfg.registered_model_name} version {candidate.version}: already {cfg.champion_alias}", flush=True)
         return _summary(cfg, uri, candidate.version, False, reasons, champion.version)
 
     decision = decide(store.metrics_from_tags(candidate.tags),
@@ -84,7 +84,7 @@ def _promote(client, uri: str, cfg: PromoteConfig) -> dict:
     # The alias moves first: a failure after it leaves a champion without recorded reasons rather
     # than a version recorded as promoted that is not the champion.
     if decision.promote:
-        client.set_registered_model_alias(cfg.name, cfg.champion_alias, candidate.version)
+        client.set_registered_model_alias(cfg.registered_model_name, cfg.champion_alias, candidate.version)
     tags = {store.GATE_DECISION_TAG: "promoted" if decision.promote else "rejected",
             store.GATE_REASONS_TAG: "; ".join(decision.reasons)[:4900],
             "amopo.gate.metric": cfg.gate_metric,
@@ -92,16 +92,16 @@ def _promote(client, uri: str, cfg: PromoteConfig) -> dict:
             "amopo.gate.thresholds": ", ".join(cfg.gate_thresholds),
             "amopo.gate.compared_with": champion.version if champion is not None else "none"}
     for key, value in tags.items():
-        client.set_model_version_tag(cfg.name, candidate.version, key, str(value))
+        client.set_model_version_tag(cfg.registered_model_name, candidate.version, key, str(value))
     new_champion = candidate.version if decision.promote else (champion.version if champion is not None else None)
     verdict = "promoted to" if decision.promote else "not promoted to"
-    print(f"{cfg.name} version {candidate.version} {verdict} '{cfg.champion_alias}': {'; '.join(decision.reasons)}",
+    print(f"{cfg.registered_model_name} version {candidate.version} {verdict} '{cfg.champion_alias}': {'; '.join(decision.reasons)}",
           flush=True)
     return _summary(cfg, uri, candidate.version, decision.promote, decision.reasons, new_champion)
 
 
 def _summary(cfg: PromoteConfig, uri: str, version, promoted: bool, reasons: list[str], champion) -> dict:
-    return {"name": cfg.name, "version": int(version), "promoted": promoted, "reasons": reasons,
+    return {"name": cfg.registered_model_name, "version": int(version), "promoted": promoted, "reasons": reasons,
             "champion_version": int(champion) if champion is not None else None,
-            "champion_uri": f"models:/{cfg.name}@{cfg.champion_alias}" if champion is not None else None,
+            "champion_uri": f"models:/{cfg.registered_model_name}@{cfg.champion_alias}" if champion is not None else None,
             "tracking_uri": uri}

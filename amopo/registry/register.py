@@ -35,11 +35,11 @@ from amopo.registry import store
 class RegisterConfig:
     train_dir: str = field("", help="training output folder written by `amopo train` (holds model/ and metrics.json)")
     eval_metrics: str | None = field(None, help="flat eval metrics: EVAL_DIR/metrics.json from `amopo evaluate` (or EVAL_DIR)")
-    name: str = field("amopo", help="registered model name")
+    registered_model_name: str = field("amopo", help="registered model name")
     alias: str = field("challenger", help="alias given to the new version (\"\": none)")
-    tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
+    mlflow_tracking_uri: str | None = field(None, help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, "
                                                 "else the embedded sqlite store under runs/mlflow)")
-    experiment: str = field("amopo-registry", help="MLflow experiment of the registration run")
+    mlflow_experiment: str = field("amopo-registry", help="MLflow experiment of the registration run")
     comparison: str | None = field(None, help="the comparison folder (`amopo compare`) the model took part in: its "
                                               "verdict as tags (amopo.comparison.*), its report as artifacts")
     comparison_label: str | None = field(None, help="the model's entry in the comparison (e.g. simpo); tags "
@@ -65,7 +65,7 @@ class RegisterConfig:
     def validate(self) -> None:
         from amopo.registry.kubeflow import check_registry
 
-        check_name(self.name)
+        check_name(self.registered_model_name)
         check_registry(self.registry, self.model_registry_url)
         if self.alias and not self.alias.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"alias {self.alias!r}: use letters, digits, '-' and '_'")
@@ -194,24 +194,24 @@ def register(cfg: RegisterConfig) -> dict:
         return kubeflow.register(cfg, trained, metrics, fingerprint, _lineage_tags(cfg, trained, fingerprint),
                                  comparison_tags(Path(cfg.comparison), cfg.comparison_label) if cfg.comparison else {})
 
-    client, uri = store.connect(cfg.tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
-    with store.registry_errors(f"looking up '{cfg.name}'", uri):
-        existing = _find_by_digest(client, cfg.name, fingerprint)
+    client, uri = store.connect(cfg.mlflow_tracking_uri, attempts=cfg.connect_attempts, first_delay_s=cfg.connect_backoff_s)
+    with store.registry_errors(f"looking up '{cfg.registered_model_name}'", uri):
+        existing = _find_by_digest(client, cfg.registered_model_name, fingerprint)
         if existing is not None:
             if cfg.alias:
-                client.set_registered_model_alias(cfg.name, cfg.alias, existing.version)
+                client.set_registered_model_alias(cfg.registered_model_name, cfg.alias, existing.version)
             if cfg.comparison:
                 for key, value in comparison_tags(Path(cfg.comparison), cfg.comparison_label).items():
-                    client.set_model_version_tag(cfg.name, existing.version, key, value)
-            print(f"{cfg.name} version {existing.version} already holds this model and these metrics"
+                    client.set_model_version_tag(cfg.registered_model_name, existing.version, key, value)
+            print(f"{cfg.registered_model_name} version {existing.version} already holds this model and these metrics"
                   + (f"; alias '{cfg.alias}' points to it" if cfg.alias else ""), flush=True)
-            return _summary(client, uri, cfg.name, existing.version, cfg.alias, existing.run_id, reused=True)
-        created_model = not _registered_model_exists(client, cfg.name)
+            return _summary(client, uri, cfg.registered_model_name, existing.version, cfg.alias, existing.run_id, reused=True)
+        created_model = not _registered_model_exists(client, cfg.registered_model_name)
 
     lineage = _lineage_tags(cfg, trained, fingerprint)
     run, version = None, None
     try:
-        run = Run(True, uri, cfg.experiment, run_name=f"register-{cfg.name}", tags=lineage)
+        run = Run(True, uri, cfg.mlflow_experiment, run_name=f"register-{cfg.registered_model_name}", tags=lineage)
         run.log_metrics(metrics)
         if cfg.comparison:
             for item in sorted(Path(cfg.comparison).iterdir()):
@@ -220,22 +220,22 @@ def register(cfg: RegisterConfig) -> dict:
         signature = infer_signature(["prompt"], ["completion"], params={"max_new_tokens": 64})
         info = Model.log(artifact_path=None, name="model", flavor=_HF_FOLDER_FLAVOR, hf_dir=str(trained.model_dir.resolve()),
                          task="text-generation", signature=signature, pip_requirements=_requirements())
-        mv = mlflow.register_model(info.model_uri, cfg.name, tags={**lineage, **store.metrics_to_tags(metrics)})
+        mv = mlflow.register_model(info.model_uri, cfg.registered_model_name, tags={**lineage, **store.metrics_to_tags(metrics)})
         version = mv.version
         if cfg.alias:
-            client.set_registered_model_alias(cfg.name, cfg.alias, version)
+            client.set_registered_model_alias(cfg.registered_model_name, cfg.alias, version)
     except BaseException as exc:
-        _roll_back(client, cfg.name, version, created_model)
+        _roll_back(client, cfg.registered_model_name, version, created_model)
         if run is not None:
             _end_quietly(run, "FAILED")
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise RegistryError(f"registering {cfg.train_dir} as '{cfg.name}' failed; nothing was registered "
+        raise RegistryError(f"registering {cfg.train_dir} as '{cfg.registered_model_name}' failed; nothing was registered "
                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from exc
     with store.registry_errors("closing the registration run", uri):
         run.end()
-        summary = _summary(client, uri, cfg.name, version, cfg.alias, run.run_id, reused=False)
-    print(f"registered {cfg.name} version {version}" + (f" (alias '{cfg.alias}')" if cfg.alias else "")
+        summary = _summary(client, uri, cfg.registered_model_name, version, cfg.alias, run.run_id, reused=False)
+    print(f"registered {cfg.registered_model_name} version {version}" + (f" (alias '{cfg.alias}')" if cfg.alias else "")
           + f" from {cfg.train_dir}", flush=True)
     return summary
 
