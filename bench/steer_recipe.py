@@ -59,6 +59,9 @@ SETTINGS = [
      "about": "verbosity pairs in both orientations only (--steer-pairs-only, dimension verbosity); "
               "SFT weight 1.0 (the values file)",
      "overrides": {}},
+    {"name": "steer-only-sft1-lr6e-4",
+     "about": "the values file at twice the learning rate (6e-4) for 300 steps",
+     "overrides": {"learning_rate": 6e-4, "max_steps": 300}},
     {"name": "mix1-sft1",
      "about": "every train pair + the verbosity pairs reversed, dimension verbosity (K = 1); SFT weight 1.0",
      "overrides": {"prepare_options": {"steer_both_orientations": True}}},
@@ -317,8 +320,6 @@ def main(argv=None) -> int:
     values = load_parameters()
     if args.base_model:
         values["base_model"] = args.base_model
-    if args.quick:
-        values.update(QUICK)
 
     doc = json.loads(results.read_text()) if results.is_file() and not args.quick else {}
     if doc.get("quick"):
@@ -337,6 +338,8 @@ def main(argv=None) -> int:
 
     for setting in chosen:
         params = setting_parameters(setting, values)
+        if args.quick:
+            params.update(QUICK)
         print(f"steer_recipe: {setting['name']}: {json.dumps(setting['overrides'])}", flush=True)
         row = run_setting(setting, params, work, quick=args.quick)
         kept[setting["name"]] = row

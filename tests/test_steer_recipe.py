@@ -107,8 +107,8 @@ def test_quick_run_end_to_end_writes_the_results_and_the_figure(tmp_path, tiny_m
     _check_rate(doc["base"]["steer"])
     for row in doc["settings"]:
         setting = next(s for s in bench.SETTINGS if s["name"] == row["name"])
-        expected = bench.setting_parameters(setting, {**_values_parameters(), "base_model": str(tiny_model_dir),
-                                                      **bench.QUICK})
+        expected = {**bench.setting_parameters(setting, {**_values_parameters(), "base_model": str(tiny_model_dir)}),
+                    **bench.QUICK}
         assert row["parameters"] == bench._recipe_view(expected)
         assert row["steps"] == bench.QUICK["max_steps"] and row["train_pairs"] > 0 and row["reversed_pairs"] > 0
         _check_rate(row["steer"])
