@@ -197,3 +197,12 @@ def test_bad_options_fail_before_any_work(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
         cfg.validate()
     assert not Path(tmp_path / "x").exists()
+
+
+def test_held_out_accuracies_carry_their_standard_errors():
+    from amopo.evaluate.heldout import report_names
+
+    out = report_names({"accuracy/plain": 0.625, "accuracy/helpfulness": 0.5, "margin/plain": 0.1, "pairs": 32})
+    assert out["pref_accuracy_se/plain"] == pytest.approx((0.625 * 0.375 / 32) ** 0.5)
+    assert out["pref_accuracy_se/helpfulness"] == pytest.approx((0.25 / 32) ** 0.5)
+    assert out["pref_accuracy/pairs"] == 32 and "pref_accuracy_se/pairs" not in out

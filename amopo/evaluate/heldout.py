@@ -6,6 +6,7 @@ is ranked correctly when ā(y_w | v) > ā(y_l | v)) and names its results for th
     pref_accuracy/plain             the unconditioned prompt
     pref_accuracy/<dimension>       the prompt conditioned on that dimension
     pref_accuracy/mean_dimensions   their mean over the dimensions (= plain when there are none)
+    pref_accuracy_se/<variant>      standard error of an accuracy a over n pairs, √(a(1 − a)/n)
     pref_margin/<variant>           mean ā_w − ā_l
 """
 
@@ -47,7 +48,11 @@ def report_names(res: dict[str, float], prefix: str = "pref") -> dict[str, float
         if kind in ("accuracy", "margin"):
             out[f"{prefix}_{kind}/{variant}"] = value
     out.setdefault(f"{prefix}_accuracy/mean_dimensions", out[f"{prefix}_accuracy/plain"])
-    out[f"{prefix}_accuracy/pairs"] = float(res["pairs"])
+    pairs = float(res["pairs"])
+    for key in [k for k in out if k.startswith(f"{prefix}_accuracy/") and k != f"{prefix}_accuracy/mean_dimensions"]:
+        accuracy = out[key]
+        out[key.replace("_accuracy/", "_accuracy_se/", 1)] = (accuracy * (1 - accuracy) / pairs) ** 0.5 if pairs else 0.0
+    out[f"{prefix}_accuracy/pairs"] = pairs
     return out
 
 
