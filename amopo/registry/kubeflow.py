@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import re
 import threading
@@ -193,16 +192,9 @@ def metrics_to_properties(metrics: dict[str, float]) -> dict[str, float]:
 
 def metrics_from_properties(props: dict[str, Any] | None) -> dict[str, float]:
     """The ``metric.*`` custom properties of a version as floats (what the gate compares)."""
-    out = {}
-    for key, value in (props or {}).items():
-        if key.startswith(METRIC_PROPERTY) and not isinstance(value, bool):
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue
-            if not math.isnan(number):
-                out[key[len(METRIC_PROPERTY):]] = number
-    return out
+    from amopo.registry.store import metrics_from_tags
+
+    return metrics_from_tags(props, METRIC_PROPERTY)
 
 
 def get_version(client, name: str, *, version: int | str | None = None, alias: str | None = None):

@@ -95,15 +95,16 @@ def metrics_to_tags(metrics: dict[str, float]) -> dict[str, str]:
     return {METRIC_TAG + k: repr(float(v)) for k, v in metrics.items()}
 
 
-def metrics_from_tags(tags: dict[str, Any]) -> dict[str, float]:
-    """The ``metric.*`` tags of a version as floats (unparseable values are skipped)."""
+def metrics_from_tags(tags: dict[str, Any] | None, prefix: str = METRIC_TAG) -> dict[str, float]:
+    """The ``metric.*`` tags (or custom properties) of a version as floats, without the prefix;
+    booleans, NaN and values that are no number are skipped."""
     out = {}
     for key, value in (tags or {}).items():
-        if key.startswith(METRIC_TAG):
+        if key.startswith(prefix) and not isinstance(value, bool):
             try:
                 number = float(value)
             except (TypeError, ValueError):
                 continue
             if not math.isnan(number):
-                out[key[len(METRIC_TAG):]] = number
+                out[key[len(prefix):]] = number
     return out
