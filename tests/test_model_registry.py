@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -328,3 +329,33 @@ def test_the_pipeline_steps_register_deploy_and_promote_on_the_kubeflow_registry
     props = fake.version(NAME, "run-e2e")["customProperties"]
     assert props["amopo.alias"]["string_value"] == "challenger,champion"
     assert props["amopo.gate.decision"]["string_value"] == "promoted"
+
+
+@pytest.mark.slow
+def test_a_local_pipeline_run_registers_gates_deploys_and_promotes_on_the_kubeflow_registry(fake, tmp_path,
+                                                                                          tiny_model_dir):
+    """The whole pipeline (KFP's local runner, each step a subprocess) with registry=kubeflow against
+    the fake: the run's id is the model's source, the served model is the one the registry points at,
+    and promotion puts champion on the version."""
+    from helpers.records import arithmetic_pairs, write_jsonl
+    from pipelines.local_run import run_local
+
+    write_jsonl(tmp_path / "train.jsonl", arithmetic_pairs(8))
+    write_jsonl(tmp_path / "eval.jsonl", arithmetic_pairs(4, offset=50))
+    summary = run_local(dict(
+        data_source=str(tmp_path / "train.jsonl"), eval_source=str(tmp_path / "eval.jsonl"),
+        base_model=str(tiny_model_dir), judge=str(tiny_model_dir), max_length=128, max_steps=2, learning_rate=1e-3,
+        train_options={"warmup_ratio": 0.0, "progress": False}, eval_num_instructions=2, eval_max_new_tokens=4,
+        lm_eval_tasks="", endpoint_check_tasks="", compare_head_to_head=False,
+        eval_options={"judge_top_k": 10000, "lc_bootstrap": 10, "progress": False}, gate_against_base=False,
+        registry="kubeflow", model_registry_url=fake.url), work_dir=tmp_path / "work")
+    assert summary["final_state"] == "SUCCEEDED" and summary["promoted"] is True
+    ((version_id, version),) = fake.model_versions.items()
+    (artifact,) = fake.artifacts_of(version_id)
+    run_name = Path(summary["run_dir"]).name
+    assert (artifact["modelSourceKind"], artifact["modelSourceClass"]) == ("pipelines", "pipelinerun")
+    assert artifact["modelSourceId"] and artifact["modelSourceId"] in (version["name"], run_name)
+    assert artifact["uri"].startswith("file://") and Path(artifact["uri"][len("file://"):], "config.json").is_file()
+    props = version["customProperties"]
+    assert props["amopo.alias"]["string_value"] == "challenger,champion"
+    assert "metric.pref_accuracy/plain" in props
