@@ -28,6 +28,9 @@ def _cell(value: object) -> str:
 
 
 def _default(value: object) -> str:
+    """A default as code; a path inside the checkout relative to it, so the page is the same in any clone."""
+    if isinstance(value, str) and value.startswith(str(REFERENCE.parents[1]) + "/"):
+        value = value[len(str(REFERENCE.parents[1])) + 1:]
     return "`" + (repr(value) if isinstance(value, str) else _cell(value)) + "`" if value is not None else "—"
 
 
