@@ -59,6 +59,9 @@ SETTINGS = [
      "about": "verbosity pairs in both orientations only (--steer-pairs-only, dimension verbosity); "
               "SFT weight 1.0 (the values file)",
      "overrides": {}},
+    {"name": "steer-only-sft1-900",
+     "about": "the values file for 900 steps (about 10 epochs of the 182 pairs)",
+     "overrides": {"max_steps": 900}},
     {"name": "steer-only-sft1-lr6e-4",
      "about": "the values file at twice the learning rate (6e-4) for 300 steps",
      "overrides": {"learning_rate": 6e-4, "max_steps": 300}},
