@@ -31,15 +31,21 @@ def steered_dimensions(folder: str | Path) -> list[dict]:
     return [d for d in spec["dimensions"] if d["name"] in trained and d.get("low") is not None]
 
 
-def checkpoint_answers(folder: str | Path, prompts: Sequence[str], targets: dict, max_tokens: int) -> list[dict]:
-    """Greedy answers of the folder's model, each prompt rendered by its own chat template with
-    ``dimension_targets=targets``: [{"text", "completion_tokens"}]."""
-    import torch
-
+def load_checkpoint(folder: str | Path):
+    """(tokenizer, model in eval mode) of the model folder, loaded once for every level asked."""
     from amopo.models import load_model, load_tokenizer
 
-    tokenizer, model = load_tokenizer(str(folder)), load_model(str(folder))
+    model = load_model(str(folder))
     model.eval()
+    return load_tokenizer(str(folder)), model
+
+
+def checkpoint_answers(checkpoint, prompts: Sequence[str], targets: dict, max_tokens: int) -> list[dict]:
+    """Greedy answers of the checkpoint (:func:`load_checkpoint`), each prompt rendered by its own
+    chat template with ``dimension_targets=targets``: [{"text", "completion_tokens"}]."""
+    import torch
+
+    tokenizer, model = checkpoint
     out = []
     for prompt in prompts:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -81,6 +87,7 @@ def compare_steering(url: str, model_name: str, folder: str | Path, *, prompts: 
     if not dims:
         return None
     result: dict = {"dimensions": {}, "prompts": len(prompts), "max_tokens": max_tokens}
+    checkpoint = load_checkpoint(folder)
     for dim in dims:
         per_level = {}
         for level in (dim["low"], dim["high"]):
@@ -91,7 +98,7 @@ def compare_steering(url: str, model_name: str, folder: str | Path, *, prompts: 
                 raise SmokeTestError(f"endpoint steering: a request with chat_template_kwargs "
                                      f"{{'dimension_targets': {targets}}} failed, so the endpoint does not steer "
                                      f"through the model's chat template: {exc}") from None
-            local = checkpoint_answers(folder, prompts, targets, max_tokens)
+            local = checkpoint_answers(checkpoint, prompts, targets, max_tokens)
             per_level[level] = {
                 "endpoint_tokens": sum(a["completion_tokens"] for a in served) / len(prompts),
                 "checkpoint_tokens": sum(a["completion_tokens"] for a in local) / len(prompts),
