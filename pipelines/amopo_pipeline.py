@@ -19,7 +19,8 @@ the MLflow server's URI, a judge endpoint, the image, namespace, queue and pod s
 ``image`` is the image of every step (``set_container_image``), of the TrainJobs and of the custom
 InferenceService. The evaluate, compare and endpoint-check pods request ``eval_cpu``,
 ``eval_memory`` (also the limit) and ``eval_gpus`` NVIDIA GPUs (``compare_*``, ``endpoint_check_*``
-likewise) and go where ``node_selector`` and ``tolerations`` say; these are strings because KFP
+likewise; ``train_*`` for the train step's pod, where launcher "local" trains and "trainjob" only
+submits and watches the TrainJob) and go where ``node_selector`` and ``tolerations`` say; these are strings because KFP
 reads a pod's resources only from string parameters, and an empty GPU count asks for no GPU (KFP
 adds an accelerator only when both its type and its count are non-empty). TrainJob nodes request
 ``trainjob_cpu``/``trainjob_memory`` and ``gpus_per_node``; InferenceServices ``serving_cpu``/
@@ -130,6 +131,9 @@ def amopo_pipeline(
     fsdp_config: str = "",
     trainjob_cpu: str = "4",
     trainjob_memory: str = "16Gi",
+    train_cpu: str = "2",
+    train_memory: str = "8Gi",
+    train_gpus: str = "",
     image: str = IMAGE,
     namespace: str = "amopo",
     workspace_pvc: str = "amopo-workspace",
@@ -214,6 +218,9 @@ def amopo_pipeline(
         fsdp_config: Empty for data-parallel training, or configs/accelerate/fsdp.yaml to shard with FSDP2 (`amopo train --fsdp-config`).
         trainjob_cpu: CPU request of each TrainJob node (a Kubernetes quantity).
         trainjob_memory: Memory request and limit of each TrainJob node (a Kubernetes quantity).
+        train_cpu: CPU request of the train step's pod: with launcher local training runs in it; with trainjob it only submits and watches the TrainJob, so keep it small.
+        train_memory: Memory request and limit of the train step's pod (launcher local: of the training itself; trainjob: keep it small).
+        train_gpus: NVIDIA GPUs of the train step's pod (launcher local: the training's; trainjob: leave empty); empty: none.
         image: Image of every step, of the TrainJobs and of the custom InferenceService.
         namespace: Namespace of the run and its TrainJobs (submit refuses any other).
         workspace_pvc: ReadWriteMany volume the train step and its TrainJob share.
@@ -296,6 +303,7 @@ def amopo_pipeline(
                 queue_name=queue_name, cpu_per_node=trainjob_cpu, memory_per_node=trainjob_memory), "train", image)
             _with_secrets(trained)
             kubernetes.mount_pvc(trained, pvc_name=workspace_pvc, mount_path=STEP_WORKSPACE)
+            _placed(_sized(trained, train_cpu, train_memory, train_gpus), node_selector, tolerations)
 
             evaluated = _step(evaluate_model(
                 model=trained.outputs["model"], dataset=prepared.outputs["dataset"], judge=judge,

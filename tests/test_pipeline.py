@@ -147,12 +147,12 @@ def test_every_parameter_a_task_reads_reaches_it_through_every_enclosing_dag(com
             for placeholder in PLACEHOLDER.findall(json.dumps(executors[label]["container"])):
                 assert placeholder in inputs, (name, placeholder)
                 checked += 1
-    assert checked >= 15 + 3 * 4   # every image, and the cpu/memory/gpu settings of three steps
+    assert checked >= 15 + 4 * 4   # every image, and the cpu/memory/gpu settings of four steps
 
 
-@pytest.mark.parametrize("executor, prefix", [("exec-evaluate-model", "eval"), ("exec-compare-objectives", "compare"),
-                                              ("exec-check-endpoint", "endpoint_check")])
-def test_evaluate_compare_and_endpoint_check_are_sized_by_parameters(compiled, executor, prefix):
+@pytest.mark.parametrize("executor, prefix", [("exec-train-model", "train"), ("exec-evaluate-model", "eval"),
+                                              ("exec-compare-objectives", "compare"), ("exec-check-endpoint", "endpoint_check")])
+def test_train_evaluate_compare_and_endpoint_check_are_sized_by_parameters(compiled, executor, prefix):
     _, docs = compiled
     spec = docs["spec"]
     resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
@@ -174,17 +174,34 @@ def test_evaluate_compare_and_endpoint_check_are_sized_by_parameters(compiled, e
 
 
 @pytest.mark.parametrize("gpus, expected", [("", None), ("2", "2")])
-def test_an_empty_gpu_count_gives_the_pod_no_gpu_at_all(compiled, gpus, expected):
+@pytest.mark.parametrize("task, prefix", [("evaluate-model", "eval"), ("train-model", "train")])
+def test_an_empty_gpu_count_gives_the_pod_no_gpu_at_all(compiled, gpus, expected, task, prefix):
     from pipelines.compiled_tasks import container_tasks
     from pipelines.step_pods import step_pods
 
     _, docs = compiled
-    tasks = [t for t in container_tasks(docs["spec"], {"eval_gpus": gpus}) if t.name == "evaluate-model"]
+    tasks = [t for t in container_tasks(docs["spec"], {f"{prefix}_gpus": gpus}) if t.name == task]
     (pod,) = step_pods(docs["spec"], docs["platform"], tasks, namespace="amopo", service_account=None, run_name="r")
     resources = pod["spec"]["containers"][0]["resources"]
     assert resources["requests"] == {"cpu": "2", "memory": "8Gi"}
     assert resources["limits"].get("nvidia.com/gpu") == expected
     assert ("nvidia.com/gpu" in resources["limits"]) is (expected is not None)
+
+
+def test_the_train_pod_takes_its_size_from_the_train_parameters(compiled):
+    """With launcher local, training runs in the train step's pod: it requests train_cpu and
+    train_memory (also the limit) and train_gpus GPUs, and goes where node_selector and tolerations say."""
+    from pipelines.compiled_tasks import container_tasks
+    from pipelines.step_pods import step_pods
+
+    _, docs = compiled
+    params = {"train_cpu": "6", "train_memory": "48Gi", "train_gpus": "1", "node_selector": {"pool": "gpu"}}
+    tasks = [t for t in container_tasks(docs["spec"], params) if t.name == "train-model"]
+    (pod,) = step_pods(docs["spec"], docs["platform"], tasks, namespace="amopo", service_account=None, run_name="r")
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "6", "memory": "48Gi"}
+    assert resources["limits"]["memory"] == "48Gi" and resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"pool": "gpu"}
 
 
 def test_pod_sizes_kfp_could_not_use_are_refused_before_submission():
@@ -193,7 +210,9 @@ def test_pod_sizes_kfp_could_not_use_are_refused_before_submission():
     check_pod_resources({"eval_cpu": "500m", "eval_memory": "16Gi", "eval_gpus": "", "compare_gpus": "8"})
     for bad, words in [({"eval_gpus": "0"}, "eval_gpus: '0' must be a GPU count >= 1, or empty"),
                        ({"compare_gpus": "two"}, "compare_gpus"), ({"eval_cpu": "lots"}, "eval_cpu: 'lots' is not"),
-                       ({"trainjob_memory": ""}, "trainjob_memory: '' is not a Kubernetes quantity")]:
+                       ({"trainjob_memory": ""}, "trainjob_memory: '' is not a Kubernetes quantity"),
+                       ({"train_gpus": "0"}, "train_gpus: '0' must be a GPU count >= 1, or empty"),
+                       ({"train_cpu": "lots"}, "train_cpu: 'lots' is not")]:
         with pytest.raises(ConfigError, match=words):
             check_pod_resources(bad)
 
