@@ -2,7 +2,7 @@
 held-out preference accuracy at or above its base model's?
 
     .venv/bin/python bench/steer_recipe.py                       # every setting of SETTINGS, one after the other
-    .venv/bin/python bench/steer_recipe.py --settings mix-sft1   # some of them (merged into the JSON)
+    .venv/bin/python bench/steer_recipe.py --settings steer-only-sft0-900   # some of them (merged into the JSON)
     .venv/bin/python bench/steer_recipe.py --quick --output DIR  # 2 steps, few pairs: an end-to-end check
 
 One source of truth: the recipe is configs/pipeline/steer.yaml, a pipeline values file. Each setting
@@ -26,7 +26,8 @@ then per setting:
    data does not hold (LENGTH_PROMPTS), ``max_new_tokens`` 96 as ``amopo evaluate``'s default.
 
 The base model's steering accuracy and lengths are measured once (``base``); its plain accuracy is
-each run's ``heldout_base``. Writes bench/results/steer_recipe.json (or OUTPUT/steer_recipe.json)
+each run's ``heldout_base``. Each setting's row records its machine, the load average at its start
+and end, and when it finished (settings measured in different invocations share one file). Writes bench/results/steer_recipe.json (or OUTPUT/steer_recipe.json)
 after each setting, and the trade-off figure docs/steer_tradeoff.png (steering accuracy against
 plain accuracy, the base model marked). No judge is used.
 """
@@ -62,6 +63,9 @@ SETTINGS = [
     {"name": "steer-only-sft1-900",
      "about": "the values file for 900 steps (about 10 epochs of the 182 pairs)",
      "overrides": {"max_steps": 900}},
+    {"name": "steer-only-sft0-900",
+     "about": "the values file for 900 steps without the SFT term (SFT weight 0)",
+     "overrides": {"max_steps": 900, "train_options": {"sft_weight": 0.0}}},
     {"name": "steer-only-sft1-lr6e-4",
      "about": "the values file at twice the learning rate (6e-4) for 300 steps",
      "overrides": {"learning_rate": 6e-4, "max_steps": 300}},
@@ -201,6 +205,7 @@ def run_setting(setting: dict, params: dict, work: Path, *, quick: bool) -> dict
                                                mlflow_tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
     train_cfg.progress = False
     folder.mkdir(parents=True, exist_ok=True)
+    host = machine()
     t0 = time.perf_counter()
     manifest = prepare(prepare_cfg, echo=None)
     t1 = time.perf_counter()
@@ -227,6 +232,7 @@ def run_setting(setting: dict, params: dict, work: Path, *, quick: bool) -> dict
             "lengths": lens,
             "wall_s": {"prepare": round(t1 - t0, 1), "train": round(t2 - t1, 1), "measure": round(t3 - t2, 1),
                        "total": round(t3 - t0, 1)},
+            "machine": {**host, "loadavg_1min_at_end": os.getloadavg()[0]},
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

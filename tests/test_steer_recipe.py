@@ -122,6 +122,7 @@ def test_quick_run_end_to_end_writes_the_results_and_the_figure(tmp_path, tiny_m
             assert len(tokens) == bench.QUICK_PROMPTS and all(0 <= t <= 4 * bench.QUICK_NEW_TOKENS for t in tokens)
             assert lengths[f"{side}_mean"] == pytest.approx(sum(tokens) / len(tokens))
         assert all(v >= 0 for v in row["wall_s"].values()) and row["wall_s"]["total"] > 0
+        assert {"cpu", "cores", "loadavg_1min_at_start", "loadavg_1min_at_end"} <= set(row["machine"]) and row["finished"]
 
 
 def test_the_values_file_submits_in_a_dry_run(tmp_path, capsys):
