@@ -34,6 +34,9 @@ STEPS: dict[str, tuple[str, str, str, str]] = {
                  "Register a trained model in MLflow's or Kubeflow's Model Registry (alias 'challenger')."),
     "promote": ("amopo.registry.promote", "PromoteConfig", "promote",
                 "Gate a registered version on its metrics and move alias 'champion' if it passes."),
+    "rollback": ("amopo.registry.rollback", "RollbackConfig", "rollback",
+                 "Serve an earlier registered version again (patch the InferenceService, wait for Ready), "
+                 "then move alias 'champion' to it."),
     "serve": ("amopo.serving.server", "ServeConfig", "serve",
               "Serve a model with KServe: v1, v2 and OpenAI-compatible routes (blocks until stopped)."),
     "evaluate": ("amopo.evaluate.evaluate", "EvaluateConfig", "evaluate",

@@ -12,14 +12,15 @@ How the commands run (no cluster, container engine service or registry is reacha
 
 | mode | commands | how |
 |---|---|---|
-| shell | ``export ...``, ``mkdir``, ``cat > ... <<EOF``, ``PATCH=$(jq ...)`` | bash, for real |
+| shell | ``export ...``, ``mkdir``, ``cat > ... <<EOF`` | bash, for real |
 | build | ``bash scripts/build_image.sh --torch cu128 --tag "$IMAGE"`` | for real, with buildah and ``--torch cpu`` (see below): it reuses the cached layers of the session's ``image`` fixture, and its result must have that image's Dockerfile steps and configuration |
 | push | ``buildah push "$IMAGE"`` | for real, to a registry on 127.0.0.1 (Debian's ``docker-registry``); a registries.conf given through ``CONTAINERS_REGISTRIES_CONF`` marks it plain HTTP. The registry's manifest must name the local image's config and layers |
 | kubectl | every ``kubectl`` command but the port-forward | for real, against an emulated API server (kmock; tests/helpers/kubectl_api.py says what it adds for kubectl) through a generated kubeconfig. kmock does not validate objects, so the stored built-in ones are validated here (``kubernetes-validate``, strict). The test plays the controllers: MLflow's Deployment becomes Available when its command answers in the image; the run's TrainJob and InferenceService are created by the train and deploy code paths, and the InferenceService becomes Ready when the stand-in Hugging Face runtime serving it answers |
 | dry-run | ``amopo pipeline submit --dry-run ...`` | for real (it contacts nothing) |
 | submit | ``amopo pipeline submit --host ...`` | for real, against the stand-in KFP API server of tests/helpers/kfp_api.py |
 | endpoint | the ``curl`` calls of section 6 | for real, against tests/helpers/hf_runtime.py, a stand-in for KServe's Hugging Face runtime (its docstring says why and what it does as the runtime does: the model folder's chat template rendered with the request's ``chat_template_kwargs``, a template error a 400), run on the host on a free port for the dry run's InferenceService (``modelFormat: huggingface``), serving under its name a tiny model with the conditioning spec of the values file's dimensions and the steering chat template training writes |
-| mlflow | the ``curl`` calls of section 7 | for real, against the MLflow Deployment's command (as applied to the emulated API, its Secret-backed variables resolved from the stored Secrets) running in the image, with a sqlite store instead of PostgreSQL |
+| mlflow | the ``curl`` call of section 7 | for real, against the MLflow Deployment's command (as applied to the emulated API, its Secret-backed variables resolved from the stored Secrets) running in the image, with a sqlite store instead of PostgreSQL |
+| rollback | ``amopo rollback`` of section 7 | for real, against that MLflow and the emulated API; the test plays KServe (the new revision not Ready for a moment, then Ready for the patched generation) |
 | not run | ``kubectl port-forward svc/amopo-mlflow 5000:5000 &`` | kmock cannot stream a port-forward. The test checks that the Service exists in the emulated API with port 5000 in front of the Deployment, and the address the forward would open is where the Deployment's command runs (substitution below) |
 
 Substitutions, applied to the command text before it runs:
@@ -593,40 +594,57 @@ def after_aliases(g: Guide, out: str) -> None:
     assert {a["alias"]: a["version"] for a in json.loads(out)} == {"challenger": "2", "champion": "2"}
 
 
-def after_move_alias(g: Guide, out: str) -> None:
-    got = http_json(f"{g.mlflow}/api/2.0/mlflow/registered-models/alias?name=amopo&alias=champion")
-    assert got["model_version"]["version"] == "1"
+def before_rollback_dry_run(g: Guide) -> None:
+    """The InferenceService as the API server keeps it: a generation, observed by KServe and Ready."""
+    g.api.request("PATCH", ISVC_PATH, {"metadata": {"generation": 1}}, "application/merge-patch+json")
+    g.api.patch_status(ISVC_PATH, {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]})
+    g.results["isvc_before_rollback"] = g.stored("inferenceservices", NS, "amopo")
 
 
-def after_uri(g: Guide, out: str) -> None:
+def after_rollback_dry_run(g: Guide, out: str) -> None:
     from amopo.registry.resolve import hf_artifact_uri
 
-    assert g.env["URI"] == hf_artifact_uri("models:/amopo@champion", g.mlflow) == hf_artifact_uri("models:/amopo/1",
-                                                                                                  g.mlflow)
-    assert g.env["URI"] != g.results["storage_uri_2"]
+    uri = hf_artifact_uri("models:/amopo/1", g.mlflow)
+    assert uri != g.results["storage_uri_2"]
+    assert f"[2/5] its storage URI: {uri}" in out
+    assert f'{{"op": "replace", "path": "/spec/predictor/model/storageUri", "value": "{uri}"}}' in out
+    assert "would move alias 'champion' from version 2 to version 1; nothing changed" in out
+    assert g.stored("inferenceservices", NS, "amopo") == g.results["isvc_before_rollback"]
+    got = http_json(f"{g.mlflow}/api/2.0/mlflow/registered-models/alias?name=amopo&alias=champion")
+    assert got["model_version"]["version"] == "2"
+    g.results["storage_uri_1"] = uri
 
 
-def after_patch(g: Guide, out: str) -> None:
+def before_rollback(g: Guide) -> None:
+    """KServe, as the test plays it: once the patch arrives, the new revision is not Ready for a
+    moment, then Ready for the new generation."""
+    def rolled_out():
+        deadline = time.monotonic() + 60
+        while g.stored("inferenceservices", NS, "amopo")["spec"]["predictor"]["model"]["storageUri"] == \
+                g.results["storage_uri_2"]:
+            assert time.monotonic() < deadline, "the rollback did not patch the InferenceService"
+            time.sleep(0.05)
+        g.results["rollout_started"] = time.monotonic()
+        g.api.patch_status(ISVC_PATH, {"conditions": [{"type": "Ready", "status": "False",
+                                                       "reason": "RevisionMissing"}]})
+        time.sleep(1.5)
+        g.api.patch_status(ISVC_PATH, {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True"}]})
+
+    g.background(rolled_out)
+
+
+def after_rollback(g: Guide, out: str) -> None:
     predictor = g.stored("inferenceservices", NS, "amopo")["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == g.env["URI"] != g.results["storage_uri_2"]
+    assert predictor["model"]["storageUri"] == g.results["storage_uri_1"]
     deployed = yaml.safe_load((g.cwd / "out" / "inferenceservice.yaml").read_text())["spec"]["predictor"]
     assert {k: v for k, v in predictor["model"].items() if k != "storageUri"} == {   # nothing else changed
         k: v for k, v in deployed["model"].items() if k != "storageUri"}
     assert predictor["model"]["modelFormat"] == {"name": "huggingface"} and "containers" not in predictor
-    # KServe rolls the new revision out: not Ready for a moment, then Ready again
-    g.api.patch_status(ISVC_PATH, {"conditions": [{"type": "Ready", "status": "False", "reason": "RevisionMissing"}]})
-
-    def rolled_out():
-        time.sleep(1.5)
-        g.api.patch_status(ISVC_PATH, {"conditions": [{"type": "Ready", "status": "True"}]})
-
-    g.background(rolled_out)
-    g.results["rollout_started"] = time.monotonic()
-
-
-def after_rollback_wait(g: Guide, out: str) -> None:
-    assert "condition met" in out
     assert time.monotonic() - g.results["rollout_started"] >= 1.4   # it waited for the rollout
+    got = http_json(f"{g.mlflow}/api/2.0/mlflow/registered-models/alias?name=amopo&alias=champion")
+    assert got["model_version"]["version"] == "1"
+    assert "[4/5] InferenceService amopo/amopo: Ready after" in out
+    assert "[5/5] alias 'champion' moved from version 2 to version 1" in out
 
 
 @dataclass
@@ -680,21 +698,15 @@ STEPS = [
          after_steered),
     # 7. Roll back
     Step("kubectl -n amopo port-forward svc/amopo-mlflow 5000:5000 &", "not run", before=port_forward_target),
-    Step("export MLFLOW=http://localhost:5000/api/2.0/mlflow", "shell"),
-    Step("curl -s \"$MLFLOW/registered-models/get?name=amopo\" | jq '.registered_model.aliases'", "mlflow",
-         after_aliases),
-    Step("export VERSION=1                               # the version to go back to", "shell"),
-    Step("jq -n --arg v \"$VERSION\" '{name: \"amopo\", alias: \"champion\", version: $v}' \\", "mlflow",
-         after_move_alias),
-    Step("URI=$(curl -s \"$MLFLOW/model-versions/get-download-uri?name=amopo&version=$VERSION\" | jq -r "
-         ".artifact_uri)/model", "mlflow", after_uri),
-    Step("PATCH=$(jq -nc --arg uri \"$URI\" '[{op: \"test\", path: \"/spec/predictor/model/modelFormat/name\", "
-         "value: \"huggingface\"},", "shell"),
-    Step('kubectl -n amopo patch inferenceservice amopo --type json -p "$PATCH"', "kubectl", after_patch),
-    Step("kubectl -n amopo wait --for=condition=Ready inferenceservice/amopo --timeout=30m", "kubectl",
-         after_rollback_wait),
+    Step("export MLFLOW_TRACKING_URI=http://localhost:5000", "shell"),
+    Step("curl -s \"$MLFLOW_TRACKING_URI/api/2.0/mlflow/registered-models/get?name=amopo\" | jq "
+         "'.registered_model.aliases'", "mlflow", after_aliases),
+    Step("amopo rollback --version 1 --dry-run           # what it would do; changes nothing", "rollback",
+         after_rollback_dry_run, before=before_rollback_dry_run),
+    Step("amopo rollback --version 1                     # the version to go back to", "rollback", after_rollback,
+         before=before_rollback),
 ]
-MODES = {"shell", "build", "push", "kubectl", "dry-run", "submit", "endpoint", "mlflow", "not run"}
+MODES = {"shell", "build", "push", "kubectl", "dry-run", "submit", "endpoint", "mlflow", "rollback", "not run"}
 
 
 def test_every_command_of_the_guide_has_a_way_to_run():
@@ -703,7 +715,7 @@ def test_every_command_of_the_guide_has_a_way_to_run():
     assert {s.mode for s in STEPS} <= MODES
     what = {"kubectl": "kubectl ", "endpoint": "curl ", "mlflow": "curl ", "dry-run": "amopo pipeline submit --dry-run",
             "submit": "amopo pipeline submit --host", "build": "bash scripts/build_image.sh", "push": "buildah push",
-            "not run": "kubectl -n amopo port-forward"}
+            "rollback": "amopo rollback ", "not run": "kubectl -n amopo port-forward"}
     for step, command in zip(STEPS, commands):
         assert what.get(step.mode, "") in command, (step.mode, command)
 

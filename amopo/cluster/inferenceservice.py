@@ -218,6 +218,26 @@ def deploy_inferenceservice(manifest: dict, *, api_client=None, timeout_s: float
     log(f"{where}: {action}" + (f" (canary {canary}% of traffic)" if exists and canary is not None else "")
         + "; waiting for Ready")
 
+    ready = wait_until_ready(namespace, name, api_client=api_client, timeout_s=timeout_s, poll_s=poll_s, log=log)
+    return {"name": name, "namespace": namespace, "url": ready["url"], "address_url": ready["address_url"],
+            "action": action, "duration_s": ready["duration_s"]}
+
+
+def wait_until_ready(namespace: str, name: str, *, api_client=None, timeout_s: float = 1200.0, poll_s: float = 5.0,
+                     log: Callable[[str], None] = print) -> dict:
+    """Poll InferenceService ``namespace``/``name`` until it is Ready (see :func:`isvc_state`: the Ready
+    condition for the current generation). Returns ``{"url", "address_url", "duration_s"}``; raises
+    ClusterError with the reason/message of a failed condition, after ``timeout_s`` (with the last
+    reason seen), or when the service disappears."""
+    from kubernetes import client
+    from kubernetes.client import ApiException
+
+    objects = client.CustomObjectsApi(api_client or load_kube_client())
+    where = f"{KIND} {namespace}/{name}"
+
+    def fail(text: str, **kw) -> ClusterError:
+        return ClusterError(f"{where}: {text}", kind=KIND, namespace=namespace, name=name, **kw)
+
     start = time.monotonic()
     reason = message = ""
     while True:
@@ -235,11 +255,93 @@ def deploy_inferenceservice(manifest: dict, *, api_client=None, timeout_s: float
                 url = status.get("url") or (status.get("address") or {}).get("url") or ""
                 address_url = (status.get("address") or {}).get("url") or ""
                 log(f"{where}: Ready after {elapsed:.0f}s at {url}")
-                return {"name": name, "namespace": namespace, "url": url, "address_url": address_url,
-                        "action": action, "duration_s": round(elapsed, 3)}
+                return {"url": url, "address_url": address_url, "duration_s": round(elapsed, 3)}
             if state == "failed":
                 raise fail(f"not Ready: {reason}: {message}".rstrip(": "), reason=reason, message=message)
         if elapsed >= timeout_s:
             last = f" (last: {reason}: {message})".replace(": )", ")") if reason or message else ""
             raise fail(f"not Ready within {timeout_s:.0f}s{last}", reason=reason or "Timeout", message=message)
         time.sleep(min(poll_s, max(0.0, timeout_s - elapsed)))
+
+
+# --- pointing an existing service at another model (`amopo rollback`) ----------------------------
+
+def get_inferenceservice(namespace: str, name: str, *, api_client=None) -> dict:
+    """The stored InferenceService ``namespace``/``name``; ClusterError naming both when there is none."""
+    from kubernetes import client
+    from kubernetes.client import ApiException
+
+    objects = client.CustomObjectsApi(api_client or load_kube_client())
+    try:
+        return objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ClusterError(f"{KIND} {namespace}/{name} not found: no InferenceService named '{name}' in "
+                               f"namespace '{namespace}' (the deploy step names it after the registered model)",
+                               kind=KIND, namespace=namespace, name=name) from None
+        raise ClusterError(f"{KIND} {namespace}/{name}: cannot read it ({api_error_text(exc)})",
+                           kind=KIND, namespace=namespace, name=name) from None
+
+
+def storage_uri_patch(obj: dict, storage_uri: str) -> list[dict]:
+    """The JSON patch (RFC 6902) that points the InferenceService ``obj``, as :func:`inferenceservice_manifest`
+    lays it out, at ``storage_uri``: for the Hugging Face runtime ``spec.predictor.model.storageUri``,
+    guarded by a ``test`` that the model format is still ``huggingface``; for the custom runtime the
+    value of the ``kserve-container``'s ``STORAGE_URI`` variable, guarded by a ``test`` of that
+    variable's name. A canary share left by the last deploy is removed, so the restored model gets
+    all the traffic (what deploy does on an update without a canary). ClusterError for a service of
+    neither layout."""
+    meta = obj.get("metadata") or {}
+    where = f"{KIND} {meta.get('namespace')}/{meta.get('name')}"
+    predictor = (obj.get("spec") or {}).get("predictor") or {}
+    model = predictor.get("model") or {}
+    if (model.get("modelFormat") or {}).get("name") == "huggingface":
+        patch = [{"op": "test", "path": "/spec/predictor/model/modelFormat/name", "value": "huggingface"},
+                 {"op": "replace" if "storageUri" in model else "add", "path": "/spec/predictor/model/storageUri",
+                  "value": storage_uri}]
+    else:
+        found = [(i, j) for i, container in enumerate(predictor.get("containers") or [])
+                 if container.get("name") == CUSTOM_CONTAINER
+                 for j, var in enumerate(container.get("env") or []) if var.get("name") == "STORAGE_URI"]
+        if not found:
+            raise ClusterError(f"{where}: neither runtime's layout: no spec.predictor.model with modelFormat "
+                               f"huggingface and no {CUSTOM_CONTAINER} container with a STORAGE_URI variable; "
+                               f"was it deployed by amopo?", kind=KIND, namespace=meta.get("namespace"),
+                               name=meta.get("name"))
+        i, j = found[0]
+        env = f"/spec/predictor/containers/{i}/env/{j}"
+        patch = [{"op": "test", "path": f"{env}/name", "value": "STORAGE_URI"},
+                 {"op": "replace", "path": f"{env}/value", "value": storage_uri}]
+    if predictor.get("canaryTrafficPercent") is not None:
+        patch.append({"op": "remove", "path": "/spec/predictor/canaryTrafficPercent"})
+    return patch
+
+
+def served_storage_uri(obj: dict) -> str | None:
+    """The storage URI the InferenceService ``obj`` serves now (either runtime), or None."""
+    predictor = (obj.get("spec") or {}).get("predictor") or {}
+    if (predictor.get("model") or {}).get("storageUri"):
+        return predictor["model"]["storageUri"]
+    for container in predictor.get("containers") or []:
+        for var in container.get("env") or []:
+            if container.get("name") == CUSTOM_CONTAINER and var.get("name") == "STORAGE_URI":
+                return var.get("value")
+    return None
+
+
+def json_patch_inferenceservice(namespace: str, name: str, patch: list[dict], *, api_client=None) -> dict:
+    """Send ``patch`` as a JSON patch (``application/json-patch+json``; ``CustomObjectsApi`` can only
+    send merge patches) and return the patched object. A failed ``test`` changes nothing; the
+    ClusterError then carries the API server's message."""
+    from kubernetes.client import ApiException
+
+    api_client = api_client or load_kube_client()
+    try:
+        return api_client.call_api(
+            "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "PATCH",
+            {"group": GROUP, "version": VERSION, "namespace": namespace, "plural": PLURAL, "name": name}, [],
+            {"Accept": "application/json", "Content-Type": "application/json-patch+json"}, body=patch,
+            response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True)
+    except ApiException as exc:
+        raise ClusterError(f"{KIND} {namespace}/{name}: patch failed, nothing changed ({api_error_text(exc)})",
+                           kind=KIND, namespace=namespace, name=name) from None

@@ -12,7 +12,8 @@ What is added, and why (each one found by running kubectl against plain kmock):
   operations declare the ``fieldValidation`` query parameter: kubectl then leaves field validation to
   the server (``--validate=strict`` sends ``fieldValidation=Strict``) instead of downloading full
   schemas for client-side validation. kmock does not validate objects; tests validate what was stored.
-- ``kubectl patch --type json`` (RFC 6902 JSON patch), applied to the stored object.
+- ``kubectl patch --type json`` (RFC 6902 JSON patch), applied to the stored object; a change of
+  ``spec`` bumps ``metadata.generation`` when the object has one, as the API server does.
 
 Everything else (create, get, list, watch, merge patch, delete, discovery from the declared
 resources) is kmock's own emulation. Status is set by the test, as the controllers would, through
@@ -89,6 +90,9 @@ class Emulator(kmock.KubernetesEmulator):
                 new = jsonpatch.apply_patch(old, json.loads(request.body))
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
                 raise kmock.KubernetesError(status=422, reason="Invalid", message=f"json patch: {exc}")
+            generation = (old.get("metadata") or {}).get("generation")
+            if isinstance(generation, int) and new.get("spec") != old.get("spec"):
+                new["metadata"]["generation"] = generation + 1   # as the API server does on a spec change
             # the request as a merge patch (Request is frozen; a copy made with attrs.evolve matches no reaction)
             object.__setattr__(request, "data", _merge_diff(old, new))
         return await super()._handle(request)
