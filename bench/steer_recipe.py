@@ -2,8 +2,9 @@
 held-out preference accuracy at or above its base model's?
 
     .venv/bin/python bench/steer_recipe.py                       # every setting of SETTINGS, one after the other
-    .venv/bin/python bench/steer_recipe.py --settings steer-only-sft0-900   # some of them (merged into the JSON)
+    .venv/bin/python bench/steer_recipe.py --settings mix-sft1-900   # some of them (merged into the JSON)
     .venv/bin/python bench/steer_recipe.py --quick --output DIR  # 2 steps, few pairs: an end-to-end check
+    .venv/bin/python bench/steer_recipe.py --measure-only        # measure the trained models again, no training
 
 One source of truth: the recipe is configs/pipeline/steer.yaml, a pipeline values file. Each setting
 below is that file's pipeline parameters with a few of them replaced whole (``overrides``; a
@@ -24,6 +25,12 @@ then per setting:
 3. Greedy answer lengths (tokens of the model's tokenizer, amopo/evaluate/steer_length.py) with
    verbosity requested at the bottom (0) and at the top (4) of its scale, on questions the sample
    data does not hold (LENGTH_PROMPTS), ``max_new_tokens`` 96 as ``amopo evaluate``'s default.
+4. Capability outside the preference data: the shipped lm-eval tasks (amopo_arithmetic,
+   amopo_facts_mc; all 40 documents of each, the model's chat template), as ``amopo evaluate`` runs
+   them, with lm-eval's standard errors.
+
+``--measure-only`` repeats 2-4 on the models a earlier run left in the work folder, without
+preparing or training again (the row's training figures are kept).
 
 The base model's steering accuracy and lengths are measured once (``base``); its plain accuracy is
 each run's ``heldout_base``. Each setting's row records its machine, the load average at its start
@@ -56,21 +63,19 @@ DIMENSION = "verbosity"
 
 # Each setting: the values file's parameters with ``overrides`` (none: the recipe itself).
 SETTINGS = [
-    {"name": "steer-only-sft1",
-     "about": "verbosity pairs in both orientations only (--steer-pairs-only, dimension verbosity); "
-              "SFT weight 1.0 (the values file)",
-     "overrides": {}},
     {"name": "steer-only-sft1-900",
-     "about": "the values file for 900 steps (about 10 epochs of the 182 pairs)",
-     "overrides": {"max_steps": 900}},
+     "about": "the 91 verbosity pairs in both orientations only (--steer-pairs-only, dimension verbosity); "
+              "SFT weight 1.0; 900 steps, about 10 epochs (the values file)",
+     "overrides": {}},
+    {"name": "steer-only-sft1-400",
+     "about": "the values file stopped at 400 steps (about 4 epochs)",
+     "overrides": {"max_steps": 400}},
     {"name": "steer-only-sft0-900",
-     "about": "the values file for 900 steps without the SFT term (SFT weight 0)",
-     "overrides": {"max_steps": 900, "train_options": {"sft_weight": 0.0}}},
-    {"name": "steer-only-sft1-lr6e-4",
-     "about": "the values file at twice the learning rate (6e-4) for 300 steps",
-     "overrides": {"learning_rate": 6e-4, "max_steps": 300}},
-    {"name": "mix1-sft1",
-     "about": "every train pair + the verbosity pairs reversed, dimension verbosity (K = 1); SFT weight 1.0",
+     "about": "the values file without the SFT term (SFT weight 0)",
+     "overrides": {"train_options": {"sft_weight": 0.0}}},
+    {"name": "mix-sft1-900",
+     "about": "every train pair (the quality pairs too) + the verbosity pairs reversed, dimension verbosity; "
+              "SFT weight 1.0; 900 steps, about 3 epochs",
      "overrides": {"prepare_options": {"steer_both_orientations": True}}},
 ]
 CHOSEN = next(s["name"] for s in SETTINGS if not s["overrides"])
@@ -87,6 +92,7 @@ QUICK = {"max_steps": 2, "heldout_max_pairs": 4}
 QUICK_EVAL_PAIRS = 8
 QUICK_PROMPTS = 2
 QUICK_NEW_TOKENS = 8
+QUICK_LM_EVAL_LIMIT = 2
 
 
 def load_parameters(path: Path = VALUES_FILE) -> dict:
@@ -178,6 +184,24 @@ def lengths(model: str, spec: dict, tokenizer_of: str, *, prompts: list[str], ma
     return out
 
 
+def capability(model: str, *, quick: bool) -> dict:
+    """The shipped lm-eval tasks on ``model`` (a folder or embedded id): {metric: value} with lm-eval's
+    ``…_stderr`` beside each."""
+    from amopo.evaluate.lm_eval_tasks import DEFAULT_TASKS, run_lm_eval
+    from amopo.models import resolve_model
+
+    metrics, _ = run_lm_eval(resolve_model(model), DEFAULT_TASKS, limit=QUICK_LM_EVAL_LIMIT if quick else 0)
+    return dict(sorted(metrics.items()))
+
+
+def measures(model: str, data: str, spec: dict, *, quick: bool) -> dict:
+    """Steps 2-4 of the module docstring on ``model``: steering, lengths, capability."""
+    return {"steer": steering(model, data, spec, max_pairs=QUICK_EVAL_PAIRS if quick else 0),
+            "lengths": lengths(model, spec, model, prompts=LENGTH_PROMPTS[:QUICK_PROMPTS] if quick else LENGTH_PROMPTS,
+                               max_new_tokens=QUICK_NEW_TOKENS if quick else MAX_NEW_TOKENS),
+            "capability": capability(model, quick=quick)}
+
+
 def machine() -> dict:
     model = ""
     try:
@@ -212,10 +236,7 @@ def run_setting(setting: dict, params: dict, work: Path, *, quick: bool) -> dict
     summary = run_local(train_cfg, 1)
     t2 = time.perf_counter()
     model = str(output / "model")
-    spec = load_spec(model)
-    steer = steering(model, str(data), spec, max_pairs=QUICK_EVAL_PAIRS if quick else 0)
-    lens = lengths(model, spec, model, prompts=LENGTH_PROMPTS[:QUICK_PROMPTS] if quick else LENGTH_PROMPTS,
-                   max_new_tokens=QUICK_NEW_TOKENS if quick else MAX_NEW_TOKENS)
+    measured = measures(model, str(data), load_spec(model), quick=quick)
     t3 = time.perf_counter()
     base, final = summary.get("heldout_base") or {}, summary.get("heldout_final") or {}
     return {"name": setting["name"], "about": setting["about"], "overrides": setting["overrides"],
@@ -223,13 +244,14 @@ def run_setting(setting: dict, params: dict, work: Path, *, quick: bool) -> dict
             "train_pairs": manifest["counts"]["train"], "eval_pairs": manifest["counts"]["eval"],
             "reversed_pairs": ((manifest.get("steer") or {}).get("splits", {}).get("train", {}).get("added", 0)),
             "steps": summary.get("steps"),
-            "steer": steer,
+            "steer": measured["steer"],
             "plain": {"model": final.get("accuracy/plain"), "base": base.get("accuracy/plain"),
                       "pairs": int(final.get("pairs", 0)), "max_length": train_cfg.max_length,
                       "margin_model": final.get("margin/plain"), "margin_base": base.get("margin/plain")},
             "conditioned_mean": {"model": final.get("accuracy/mean_dimensions"),
                                  "base": base.get("accuracy/mean_dimensions")},
-            "lengths": lens,
+            "lengths": measured["lengths"],
+            "capability": measured["capability"],
             "wall_s": {"prepare": round(t1 - t0, 1), "train": round(t2 - t1, 1), "measure": round(t3 - t2, 1),
                        "total": round(t3 - t0, 1)},
             "machine": {**host, "loadavg_1min_at_end": os.getloadavg()[0]},
@@ -241,12 +263,40 @@ def measure_base(params: dict, work: Path, *, quick: bool, spec: dict, data: str
 
     model = params["base_model"]
     t0 = time.perf_counter()
-    out = {"model": model,
-           "steer": steering(resolve_model(model), data, spec, max_pairs=QUICK_EVAL_PAIRS if quick else 0),
-           "lengths": lengths(model, spec, model, prompts=LENGTH_PROMPTS[:QUICK_PROMPTS] if quick else LENGTH_PROMPTS,
-                              max_new_tokens=QUICK_NEW_TOKENS if quick else MAX_NEW_TOKENS)}
+    out = {"model": model, **measures(resolve_model(model), data, spec, quick=quick)}
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
+
+
+def remeasure(chosen: list[dict], work: Path, kept: dict, doc: dict, *, quick: bool, values: dict) -> None:
+    """``--measure-only``: measures() again on each chosen setting's trained model under ``work``
+    (its row keeps the training figures) and on the base model, on the first setting's data."""
+    from amopo.errors import ConfigError
+    from amopo.steering import load_spec
+
+    for setting in chosen:
+        folder = work / setting["name"]
+        if not (folder / "train" / "model").is_dir() or not (folder / "data").is_dir():
+            raise ConfigError(f"--measure-only: setting '{setting['name']}' has no trained model under {folder} "
+                              "(train/model and data); run it first, or point --work-dir at its run")
+        if setting["name"] not in kept:
+            raise ConfigError(f"--measure-only: setting '{setting['name']}' has no recorded row to update; "
+                              "run it without --measure-only")
+    for setting in chosen:
+        folder, host, t0 = work / setting["name"], machine(), time.perf_counter()
+        model = str(folder / "train" / "model")
+        kept[setting["name"]].update(measures(model, str(folder / "data"), load_spec(model), quick=quick))
+        kept[setting["name"]]["remeasured"] = {
+            "machine": {**host, "loadavg_1min_at_end": os.getloadavg()[0]}, "wall_s": round(time.perf_counter() - t0, 1),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        print(f"steer_recipe: {setting['name']}: measured again", flush=True)
+    first = work / chosen[0]["name"]
+    doc["base"] = measure_base(values, work, quick=quick, spec=load_spec(first / "train" / "model"),
+                               data=str(first / "data"))
+
+
+def _binomial_se(rate: float, n: int) -> float:
+    return math.sqrt(rate * (1.0 - rate) / n) if n else 0.0
 
 
 def plot(doc: dict, path: Path) -> Path:
@@ -259,16 +309,19 @@ def plot(doc: dict, path: Path) -> Path:
     base_plain = [s["plain"]["base"] for s in doc["settings"] if s["plain"]["base"] is not None]
     if doc.get("base"):
         bp = statistics.fmean(base_plain) if base_plain else math.nan
-        ax.errorbar([bp], [doc["base"]["steer"]["accuracy"]], yerr=[doc["base"]["steer"]["accuracy_se"]],
-                    fmt="s", color="black", capsize=3, label="base model")
+        pairs = next((s["plain"]["pairs"] for s in doc["settings"] if s["plain"]["base"] is not None), 0)
+        ax.errorbar([bp], [doc["base"]["steer"]["accuracy"]], xerr=[_binomial_se(bp, pairs)],
+                    yerr=[doc["base"]["steer"]["accuracy_se"]], fmt="s", color="black", capsize=3, label="base model")
         ax.axvline(bp, color="grey", linestyle=":", linewidth=1)
     for s in doc["settings"]:
         if s["plain"]["model"] is None:
             continue
         marker = "*" if s["name"] == doc.get("chosen") else "o"
-        ax.errorbar([s["plain"]["model"]], [s["steer"]["accuracy"]], yerr=[s["steer"]["accuracy_se"]], fmt=marker,
+        ax.errorbar([s["plain"]["model"]], [s["steer"]["accuracy"]], xerr=[_binomial_se(s["plain"]["model"],
+                                                                                   s["plain"]["pairs"])],
+                    yerr=[s["steer"]["accuracy_se"]], fmt=marker,
                     markersize=11 if marker == "*" else 7, capsize=3, label=s["name"])
-    ax.set_xlabel("plain-prompt held-out preference accuracy")
+    ax.set_xlabel("plain-prompt held-out preference accuracy ± SE")
     ax.set_ylabel(f"held-out steering accuracy ({DIMENSION}) ± SE")
     ax.set_title("Steering against alignment (SmolLM2-135M-Instruct)" if not doc.get("quick")
                  else "Steering against alignment (--quick)")
@@ -282,23 +335,35 @@ def plot(doc: dict, path: Path) -> Path:
     return path
 
 
+# (column, lm-eval metric, its standard error) of the capability columns
+CAPABILITY = [("arithmetic exact match", "lm_eval/amopo_arithmetic/exact_match/last_number",
+               "lm_eval/amopo_arithmetic/exact_match_stderr/last_number"),
+              ("facts_mc acc", "lm_eval/amopo_facts_mc/acc", "lm_eval/amopo_facts_mc/acc_stderr")]
+
+
+def _capability_cells(row: dict) -> str:
+    got = row.get("capability") or {}
+    return " | ".join(f"{got[key]:.2f} ± {got.get(se, math.nan):.2f}" if key in got else ""
+                      for _, key, se in CAPABILITY)
+
+
 def markdown_table(doc: dict) -> str:
     """The results as a Markdown table (``--table``)."""
     rows = ["| setting | train pairs (reversed) | steps | steering accuracy ± SE (pairs) | shift | plain accuracy, "
-            "model | base | tokens at verbosity 0 | at 4 | wall time |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "model | base | tokens at verbosity 0 | at 4 | " + " | ".join(c for c, _, _ in CAPABILITY) + " | wall time |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(CAPABILITY) + "---:|"]
     if doc.get("base"):
         b = doc["base"]
         rows.append(f"| base model | | | {b['steer']['accuracy']:.2f} ± {b['steer']['accuracy_se']:.2f} "
                     f"({b['steer']['pairs']}) | {b['steer']['shift']:.3f} | | | {b['lengths']['low_mean']:.1f} | "
-                    f"{b['lengths']['high_mean']:.1f} | |")
+                    f"{b['lengths']['high_mean']:.1f} | {_capability_cells(b)} | |")
     for s in doc.get("settings", []):
         name = f"**{s['name']}**" if s["name"] == doc.get("chosen") else s["name"]
         pl = s["plain"]
         rows.append(f"| {name} | {s['train_pairs']} ({s['reversed_pairs']}) | {s['steps']} | "
                     f"{s['steer']['accuracy']:.2f} ± {s['steer']['accuracy_se']:.2f} ({s['steer']['pairs']}) | "
                     f"{s['steer']['shift']:.3f} | {pl['model']:.3f} | {pl['base']:.3f} ({pl['pairs']} pairs) | "
-                    f"{s['lengths']['low_mean']:.1f} | {s['lengths']['high_mean']:.1f} | "
+                    f"{s['lengths']['low_mean']:.1f} | {s['lengths']['high_mean']:.1f} | {_capability_cells(s)} | "
                     f"{s['wall_s']['total'] / 60:.0f} min |")
     return "\n".join(rows)
 
@@ -311,6 +376,9 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=None, help="folder for the JSON and the figure (default: bench/results, docs)")
     ap.add_argument("--work-dir", default=None, help="prepared data and runs (default: runs/steer_recipe)")
     ap.add_argument("--table", action="store_true", help="print the recorded results as a Markdown table and stop")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure the models an earlier run left in the work folder again (steering, lengths, "
+                         "lm-eval) and the base model; no preparing or training")
     args = ap.parse_args(argv)
 
     results = Path(args.output) / "steer_recipe.json" if args.output else RESULTS
@@ -330,9 +398,15 @@ def main(argv=None) -> int:
     if args.base_model:
         values["base_model"] = args.base_model
 
-    doc = json.loads(results.read_text()) if results.is_file() and not args.quick else {}
-    if doc.get("quick"):
-        doc = {}
+    if args.measure_only:
+        doc = json.loads(results.read_text()) if results.is_file() else {}
+        if bool(doc.get("quick")) != bool(args.quick) or not doc.get("settings"):
+            ap.error(f"--measure-only updates the rows of {results}: it holds no "
+                     f"{'--quick ' if args.quick else ''}results (run without --measure-only first)")
+    else:
+        doc = json.loads(results.read_text()) if results.is_file() and not args.quick else {}
+        if doc.get("quick"):
+            doc = {}
     doc.update({"benchmark": "steer_recipe", "values_file": str(VALUES_FILE.relative_to(ROOT)), "chosen": CHOSEN,
                 "dimension": DIMENSION, "quick": bool(args.quick), "machine": machine(),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -345,6 +419,12 @@ def main(argv=None) -> int:
         results.write_text(json.dumps(doc, indent=2) + "\n")
         plot(doc, figure)
 
+    if args.measure_only:
+        remeasure(chosen, work, kept, doc, quick=args.quick, values=values)
+        write()
+        print(markdown_table(doc))
+        print(f"steer_recipe: wrote {results} and {figure}")
+        return 0
     for setting in chosen:
         params = setting_parameters(setting, values)
         if args.quick:

@@ -123,6 +123,40 @@ def test_quick_run_end_to_end_writes_the_results_and_the_figure(tmp_path, tiny_m
             assert lengths[f"{side}_mean"] == pytest.approx(sum(tokens) / len(tokens))
         assert all(v >= 0 for v in row["wall_s"].values()) and row["wall_s"]["total"] > 0
         assert {"cpu", "cores", "loadavg_1min_at_start", "loadavg_1min_at_end"} <= set(row["machine"]) and row["finished"]
+        _check_capability(row["capability"])
+    _check_capability(doc["base"]["capability"])
+    table = bench.markdown_table(doc)
+    assert len(table.splitlines()) == 2 + 1 + len(bench.SETTINGS) and "facts_mc acc" in table
+
+    # --measure-only: the trained models measured again, the training figures kept
+    before = {s["name"]: s for s in doc["settings"]}
+    rc = bench.main(["--quick", "--measure-only", "--base-model", str(tiny_model_dir), "--output", str(tmp_path)])
+    assert rc == 0
+    again = json.loads((tmp_path / "steer_recipe.json").read_text())
+    for row in again["settings"]:
+        assert row["remeasured"]["finished"] and row["remeasured"]["wall_s"] >= 0
+        assert row["wall_s"] == before[row["name"]]["wall_s"] and row["plain"] == before[row["name"]]["plain"]
+        assert row["steer"]["pairs"] == before[row["name"]]["steer"]["pairs"]   # the same pairs, the same model
+        _check_capability(row["capability"])
+
+
+def _check_capability(got: dict) -> None:
+    bench = _bench()
+    for _, key, se in bench.CAPABILITY:
+        assert 0.0 <= got[key] <= 1.0 and got[se] >= 0.0, (key, got)
+
+
+def test_measure_only_needs_the_trained_models(tmp_path, tiny_model_dir, capsys):
+    from amopo.errors import ConfigError
+
+    bench = _bench()
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--measure-only", "--output", str(tmp_path)])
+    assert exc.value.code == 2 and "holds no results (run without --measure-only first)" in capsys.readouterr().err
+    name = bench.SETTINGS[0]["name"]
+    (tmp_path / "steer_recipe.json").write_text(json.dumps({"quick": False, "settings": [{"name": name}]}))
+    with pytest.raises(ConfigError, match=f"setting '{name}' has no trained model under .*{name}"):
+        bench.main(["--measure-only", "--settings", name, "--output", str(tmp_path)])
 
 
 def test_the_values_file_submits_in_a_dry_run(tmp_path, capsys):
