@@ -166,3 +166,12 @@ def test_the_values_file_submits_in_a_dry_run(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "every object validates" in out
+
+
+def test_the_steering_doc_shows_the_recorded_results():
+    if not RESULTS.is_file():
+        pytest.skip("bench/results/steer_recipe.json not written yet")
+    bench = _bench()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "steering.md").read_text(encoding="utf-8")
+    assert bench.markdown_table(json.loads(RESULTS.read_text())) in doc, \
+        "docs/steering.md's table is stale: paste `bench/steer_recipe.py --table`"
