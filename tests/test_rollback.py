@@ -163,6 +163,19 @@ def test_an_unknown_version_names_the_model_and_its_versions(registry, api, caps
     assert _json_patches(api) == [] and _stored(api)["spec"]["predictor"]["model"]["storageUri"] == URI[2]
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--version", "0"], "rollback needs --version N: the registered version to go back to"),
+    (["--version", "1", "--timeout-minutes", "0"], "timeout_minutes must be > 0"),
+    (["--version", "1", "--connect-attempts", "0"], "connect_attempts must be at least 1"),
+    (["--version", "1", "--inference-service", "Not_A_Name"], "inference_service: "),
+])
+def test_bad_options_are_refused_before_anything_is_read(extra, message, capsys):
+    from amopo.cli import main
+
+    assert main(["rollback", *extra, "--mlflow-tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_a_missing_service_names_namespace_and_name(registry, api, capsys):
     assert Run(_rollback(registry, "--inference-service", "other", "--namespace", "serving")).join() == 2
     err = capsys.readouterr().err

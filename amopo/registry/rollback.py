@@ -59,6 +59,8 @@ class RollbackConfig:
             raise ConfigError("rollback needs --version N: the registered version to go back to")
         if self.timeout_minutes <= 0:
             raise ConfigError("timeout_minutes must be > 0")
+        if self.connect_attempts < 1:
+            raise ConfigError("connect_attempts must be at least 1")
         if not self.namespace:
             raise ConfigError("namespace must not be empty")
         try:
