@@ -2,7 +2,7 @@
 held-out preference accuracy at or above its base model's?
 
     .venv/bin/python bench/steer_recipe.py                       # every setting of SETTINGS, one after the other
-    .venv/bin/python bench/steer_recipe.py --settings steer-only-sft0-900   # some of them (merged into the JSON)
+    .venv/bin/python bench/steer_recipe.py --settings mix-sft1-900   # some of them (merged into the JSON)
     .venv/bin/python bench/steer_recipe.py --quick --output DIR  # 2 steps, few pairs: an end-to-end check
     .venv/bin/python bench/steer_recipe.py --measure-only        # measure the trained models again, no training
 
@@ -73,6 +73,10 @@ SETTINGS = [
     {"name": "steer-only-sft0-900",
      "about": "the values file without the SFT term (SFT weight 0)",
      "overrides": {"train_options": {"sft_weight": 0.0}}},
+    {"name": "mix-sft1-900",
+     "about": "every train pair (the quality pairs too) + the verbosity pairs reversed, dimension verbosity; "
+              "SFT weight 1.0; 900 steps, about 3 epochs",
+     "overrides": {"prepare_options": {"steer_both_orientations": True}}},
 ]
 CHOSEN = next(s["name"] for s in SETTINGS if not s["overrides"])
 
