@@ -300,15 +300,13 @@ def storage_uri_patch(obj: dict, storage_uri: str) -> list[dict]:
                  {"op": "replace" if "storageUri" in model else "add", "path": "/spec/predictor/model/storageUri",
                   "value": storage_uri}]
     else:
-        found = [(i, j) for i, container in enumerate(predictor.get("containers") or [])
-                 if container.get("name") == CUSTOM_CONTAINER
-                 for j, var in enumerate(container.get("env") or []) if var.get("name") == "STORAGE_URI"]
+        found = _storage_uri_vars(predictor)
         if not found:
             raise ClusterError(f"{where}: neither runtime's layout: no spec.predictor.model with modelFormat "
                                f"huggingface and no {CUSTOM_CONTAINER} container with a STORAGE_URI variable; "
                                f"was it deployed by amopo?", kind=KIND, namespace=meta.get("namespace"),
                                name=meta.get("name"))
-        i, j = found[0]
+        i, j, _ = found[0]
         env = f"/spec/predictor/containers/{i}/env/{j}"
         patch = [{"op": "test", "path": f"{env}/name", "value": "STORAGE_URI"},
                  {"op": "replace", "path": f"{env}/value", "value": storage_uri}]
@@ -322,11 +320,16 @@ def served_storage_uri(obj: dict) -> str | None:
     predictor = (obj.get("spec") or {}).get("predictor") or {}
     if (predictor.get("model") or {}).get("storageUri"):
         return predictor["model"]["storageUri"]
-    for container in predictor.get("containers") or []:
-        for var in container.get("env") or []:
-            if container.get("name") == CUSTOM_CONTAINER and var.get("name") == "STORAGE_URI":
-                return var.get("value")
-    return None
+    found = _storage_uri_vars(predictor)
+    return found[0][2].get("value") if found else None
+
+
+def _storage_uri_vars(predictor: dict) -> list[tuple[int, int, dict]]:
+    """(container index, env index, variable) of each STORAGE_URI variable of the custom runtime's
+    container in ``predictor``."""
+    return [(i, j, var) for i, container in enumerate(predictor.get("containers") or [])
+            if container.get("name") == CUSTOM_CONTAINER
+            for j, var in enumerate(container.get("env") or []) if var.get("name") == "STORAGE_URI"]
 
 
 def json_patch_inferenceservice(namespace: str, name: str, patch: list[dict], *, api_client=None) -> dict:
